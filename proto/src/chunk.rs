@@ -1,0 +1,107 @@
+//! RPCs served by chunkservers: the data pipeline, ordered mutations, reads, version bumps.
+//!
+//! Write protocol (see `docs/write-protocol.md`): the client pushes the bytes along the replica
+//! chain with [`PushData`] (each server forwards while it receives), then sends
+//! [`CommitMutation`] to the primary, which orders it, applies it locally (fsync), and sends
+//! [`ApplyMutation`] with the same serial to every secondary.
+
+use crate::ids::*;
+use crate::rpc;
+use crate::types::ServerRef;
+use serde::{Deserialize, Serialize};
+
+/// Push bytes (the frame body) into the receivers' buffers under `data_id`; the receiver forwards
+/// them to `forward[0]` with the rest of the list while it receives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushData {
+    pub data_id: DataId,
+    pub forward: Vec<ServerRef>,
+    /// CRC32C of the whole body, checked by every receiver.
+    pub crc32c: u32,
+}
+rpc!(PushData => (), PushData, [Client, Chunkserver]);
+
+/// A change to one chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Write pushed data at `offset` (holes below it read as zeros).
+    Write { offset: u64, data_id: DataId, len: u64 },
+    /// Cut the chunk to `len` bytes (or extend it with zeros).
+    Truncate { len: u64 },
+    /// Record append: the primary picks the offset (the chunk's end); if the record does not fit,
+    /// the chunk is padded to `chunk_size` and the answer is `ChunkFull`.
+    Append {
+        data_id: DataId,
+        len: u64,
+        chunk_size: u64,
+    },
+}
+
+/// Sent to the primary. The answer comes once every replica applied the mutation durably.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitMutation {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub mutation: Mutation,
+    pub secondaries: Vec<ServerRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitReply {
+    /// Where the bytes landed (for appends, the offset the primary chose).
+    pub offset: u64,
+    /// The chunk's length on the primary after the mutation.
+    pub chunk_len: u64,
+}
+rpc!(CommitMutation => CommitReply, CommitMutation, [Client]);
+
+/// Primary → secondary: apply this mutation, the `serial`-th of this lease, in serial order.
+/// Appends arrive already resolved to a `Write` (or a `Truncate` for padding).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyMutation {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub serial: u64,
+    pub mutation: Mutation,
+}
+rpc!(ApplyMutation => (), ApplyMutation, [Chunkserver]);
+
+/// Read `len` bytes at `offset`. The reply's body carries the bytes, verified against their
+/// checksums; past the chunk's end the reply is short.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadChunk {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    /// The chunk's length on this replica.
+    pub chunk_len: u64,
+}
+rpc!(ReadChunk => ReadReply, ReadChunk, [Client, Chunkserver, Master]);
+
+/// Master → replica: the chunk's version is now `version` (creating an empty chunk if this replica
+/// has none and `create` is set). To the primary it also grants a lease of `lease_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BumpVersion {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub create: bool,
+    pub lease_ms: Option<u64>,
+    /// The other replicas, for the primary's information.
+    pub replicas: Vec<ServerRef>,
+}
+rpc!(BumpVersion => (), BumpVersion, [Master]);
+
+/// Liveness and identity check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkserverPing {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    pub node: NodeId,
+}
+rpc!(ChunkserverPing => PingReply, ChunkserverPing, [Client, Chunkserver, Master]);

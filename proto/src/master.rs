@@ -1,0 +1,252 @@
+//! RPCs served by the master: namespace operations, chunk metadata, leases, heartbeats, status.
+//!
+//! Mutating namespace requests carry an [`OpId`] so that a retry is applied once.
+
+use crate::ids::*;
+use crate::rpc;
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+
+/// Cluster-wide constants a client needs before its first data operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfoReply {
+    pub chunk_size: u64,
+    pub replication: u32,
+    pub lease_duration_ms: u64,
+}
+rpc!(ClusterInfo => ClusterInfoReply, ClusterInfo, [Client, Chunkserver, Master]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lookup {
+    pub parent: InodeId,
+    pub name: String,
+}
+rpc!(Lookup => Attr, Lookup, [Client, Master]);
+
+/// Resolve an absolute path (symlinks are not followed) to its attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvePath {
+    pub path: String,
+}
+rpc!(ResolvePath => Attr, ResolvePath, [Client, Master]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetAttr {
+    pub inode: InodeId,
+}
+rpc!(GetAttr => Attr, GetAttr, [Client, Master]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mkdir {
+    pub op: OpId,
+    pub parent: InodeId,
+    pub name: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+rpc!(Mkdir => Attr, Mkdir, [Client, Master]);
+
+/// Create a regular file. With `exclusive` an existing name is `AlreadyExists`; without, an
+/// existing regular file is returned as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Create {
+    pub op: OpId,
+    pub parent: InodeId,
+    pub name: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub exclusive: bool,
+}
+rpc!(Create => Attr, Create, [Client, Master]);
+
+/// One page of a directory, in name order, starting after `after`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadDir {
+    pub inode: InodeId,
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadDirReply {
+    pub entries: Vec<DirEntry>,
+    /// More entries follow the last one returned.
+    pub more: bool,
+}
+rpc!(ReadDir => ReadDirReply, ReadDir, [Client, Master]);
+
+/// Rename, replacing a destination of a compatible kind (an empty directory for a directory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rename {
+    pub op: OpId,
+    pub src_parent: InodeId,
+    pub src_name: String,
+    pub dst_parent: InodeId,
+    pub dst_name: String,
+}
+rpc!(Rename => (), Rename, [Client, Master]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlink {
+    pub op: OpId,
+    pub parent: InodeId,
+    pub name: String,
+}
+rpc!(Unlink => (), Unlink, [Client, Master]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rmdir {
+    pub op: OpId,
+    pub parent: InodeId,
+    pub name: String,
+}
+rpc!(Rmdir => (), Rmdir, [Client, Master]);
+
+/// Change attributes. `size` truncates or extends: chunks wholly past the new size are dropped
+/// (the client has already cut the chunk that holds the new end, through its primary).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttr {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+}
+rpc!(SetAttr => Attr, SetAttr, [Client, Master]);
+
+/// After a write is acknowledged by every replica: the file is at least `end` bytes long and was
+/// modified at `mtime`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitSize {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub end: u64,
+    pub mtime: Timestamp,
+}
+rpc!(CommitSize => Attr, CommitSize, [Client, Master]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFsReply {
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub files: u64,
+}
+rpc!(StatFs => StatFsReply, StatFs, [Client, Master]);
+
+/// Locations of chunks `first_index .. first_index + count` of a file; holes are omitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetChunks {
+    pub inode: InodeId,
+    pub first_index: u64,
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetChunksReply {
+    pub chunks: Vec<ChunkLocation>,
+    pub file_size: u64,
+}
+rpc!(GetChunks => GetChunksReply, GetChunks, [Client, Master]);
+
+/// Ask for the right to mutate chunk `index` of a file: the master allocates the chunk if the file
+/// has none there, and returns the primary holding a valid lease (granting one, with a version
+/// bump, if none is valid).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareWrite {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteGrant {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub primary: ServerRef,
+    pub secondaries: Vec<ServerRef>,
+    /// How long the lease is still valid, as seen by the master when it answered.
+    pub lease_remaining_ms: u64,
+}
+rpc!(PrepareWrite => WriteGrant, PrepareWrite, [Client, Master]);
+
+/// A replica failed its checksum (reported by a reader or by the chunkserver itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBadChunk {
+    pub handle: ChunkHandle,
+    pub server: NodeId,
+}
+rpc!(ReportBadChunk => (), ReportBadChunk, [Client, Chunkserver, Master]);
+
+/// A chunkserver's periodic report. `chunks` is a full report (first heartbeat, and periodically);
+/// `None` keeps the last one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    pub addr: String,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub chunks: Option<Vec<(ChunkHandle, ChunkVersion)>>,
+    /// Requests in flight (load).
+    pub active_requests: u32,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Chunks this server must delete (unknown to the master, or stale).
+    pub delete: Vec<ChunkHandle>,
+    /// The master wants a full chunk report with the next heartbeat.
+    pub want_report: bool,
+}
+rpc!(Heartbeat => HeartbeatReply, Heartbeat, [Chunkserver]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    pub addr: String,
+    pub role: String,
+    pub log_index: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub chunks: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkserverStatus {
+    pub id: NodeId,
+    pub addr: String,
+    pub alive: bool,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub chunks: u64,
+    pub last_heartbeat_ms_ago: u64,
+    pub active_requests: u32,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusReply {
+    pub masters: Vec<MasterStatus>,
+    pub chunkservers: Vec<ChunkserverStatus>,
+    pub chunk_size: u64,
+    pub replication: u32,
+    pub under_replicated_chunks: u64,
+    pub missing_chunks: u64,
+}
+rpc!(ClusterStatus => ClusterStatusReply, ClusterStatus, [Client, Master, Chunkserver]);
