@@ -25,7 +25,11 @@ rpc!(PushData => (), PushData, [Client, Chunkserver]);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
     /// Write pushed data at `offset` (holes below it read as zeros).
-    Write { offset: u64, data_id: DataId, len: u64 },
+    Write {
+        offset: u64,
+        data_id: DataId,
+        len: u64,
+    },
     /// Cut the chunk to `len` bytes (or extend it with zeros).
     Truncate { len: u64 },
     /// Record append: the primary picks the offset (the chunk's end); if the record does not fit,

@@ -76,8 +76,8 @@ impl FsError {
 impl From<std::io::Error> for FsError {
     fn from(e: std::io::Error) -> Self {
         match e.raw_os_error() {
-            Some(28) => FsError::NoSpace,     // ENOSPC
-            Some(122) => FsError::NoSpace,    // EDQUOT
+            Some(28) => FsError::NoSpace,  // ENOSPC
+            Some(122) => FsError::NoSpace, // EDQUOT
             _ => match e.kind() {
                 std::io::ErrorKind::NotFound => FsError::NotFound,
                 std::io::ErrorKind::TimedOut => FsError::Timeout(e.to_string()),

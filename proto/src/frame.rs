@@ -107,9 +107,10 @@ impl FrameHeader {
             )));
         }
         let method = match kind {
-            FrameKind::Request => Some(Method::from_u16(method_raw).ok_or_else(|| {
-                FsError::Protocol(format!("unknown method {method_raw}"))
-            })?),
+            FrameKind::Request => Some(
+                Method::from_u16(method_raw)
+                    .ok_or_else(|| FsError::Protocol(format!("unknown method {method_raw}")))?,
+            ),
             FrameKind::Response => {
                 if method_raw != 0 {
                     return Err(FsError::Protocol("method set in a response".into()));
@@ -169,7 +170,7 @@ mod tests {
                 state ^= state << 17;
                 *x = state as u8;
             }
-            if state % 3 == 0 {
+            if state.is_multiple_of(3) {
                 b[0..3].copy_from_slice(&[b'Q', b'Y', 1]);
             }
             let _ = FrameHeader::decode(&b);

@@ -53,7 +53,9 @@ impl ChunkHandle {
 }
 
 /// Identifies one mutating request for exactly-once application: `(client, seq)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct OpId {
     pub client: ClientId,
     pub seq: u64,

@@ -130,8 +130,8 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FsError> {
 
 /// Decode a message with postcard; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FsError> {
-    let (value, rest) = postcard::take_from_bytes(bytes)
-        .map_err(|e| FsError::Protocol(format!("decode: {e}")))?;
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| FsError::Protocol(format!("decode: {e}")))?;
     if !rest.is_empty() {
         return Err(FsError::Protocol(format!(
             "decode: {} trailing bytes",

@@ -206,8 +206,9 @@ pub struct Heartbeat {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
-    /// Chunks this server must delete (unknown to the master, or stale).
-    pub delete: Vec<ChunkHandle>,
+    /// Replicas this server must delete (unknown to the master, or stale): delete the chunk if
+    /// its local version is at most the given one, so a bump that raced the report is kept.
+    pub delete: Vec<(ChunkHandle, ChunkVersion)>,
     /// The master wants a full chunk report with the next heartbeat.
     pub want_report: bool,
 }

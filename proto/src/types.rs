@@ -13,7 +13,9 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 64 << 20;
 pub const CHECKSUM_BLOCK_BYTES: u64 = 64 << 10;
 
 /// Nanoseconds since the Unix epoch, split like `struct timespec`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     pub secs: i64,
     pub nanos: u32,
