@@ -1,1 +1,15 @@
-//! placeholder
+//! `quarry-master`: the namespace and chunk table as a deterministic state machine
+//! ([`engine`]), made durable by an operation log with checkpoints ([`oplog`]), plus the volatile
+//! cluster view rebuilt from heartbeats ([`registry`]: live chunkservers, chunk locations,
+//! leases, placement) and the runtime serving the master RPCs ([`service`], [`node`]).
+//!
+//! Depends on `quarry-proto` and `quarry-transport` only; never on another server crate.
+
+pub mod engine;
+pub mod node;
+pub mod oplog;
+pub mod registry;
+pub mod service;
+
+pub use node::MasterNode;
+pub use service::{Master, MasterConfig};

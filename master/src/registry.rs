@@ -1,0 +1,426 @@
+//! Volatile cluster state kept next to the replicated engine: live chunkservers (from heartbeats),
+//! chunk locations (rebuilt from chunk reports, never persisted), leases, and placement.
+//!
+//! Sans-IO: every method takes `now`; nothing here touches a socket, a disk or a clock.
+
+use quarry_proto::master::{ChunkserverStatus, Heartbeat, HeartbeatReply};
+use quarry_proto::{ChunkHandle, ChunkVersion, NodeId, ServerRef};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub id: NodeId,
+    pub addr: String,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub chunks: u64,
+    pub last_heartbeat: Instant,
+    pub active_requests: u32,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// A primary's right to order mutations of one chunk at one version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub primary: NodeId,
+    pub version: ChunkVersion,
+    /// The replicas the grant was made with (primary first).
+    pub replicas: Vec<NodeId>,
+    /// Computed from the moment the master sent the grant, so it never ends later than the
+    /// primary's own view of it.
+    pub expires: Instant,
+}
+
+pub struct Registry {
+    servers: BTreeMap<NodeId, Server>,
+    locations: HashMap<ChunkHandle, BTreeSet<NodeId>>,
+    leases: HashMap<ChunkHandle, Lease>,
+    pending_deletes: HashMap<NodeId, Vec<(ChunkHandle, ChunkVersion)>>,
+    corrupt_reports: u64,
+    dead_after: Duration,
+    /// After a master restart no lease is granted on a chunk that existed before it (handle at
+    /// most `grace_handles_up_to`) until every lease granted before the restart has expired.
+    no_grants_before: Instant,
+    grace_handles_up_to: ChunkHandle,
+}
+
+/// What the registry needs to know about the replicated chunk table.
+pub trait ChunkTable {
+    fn version_of(&self, handle: ChunkHandle) -> Option<ChunkVersion>;
+}
+
+impl<F: Fn(ChunkHandle) -> Option<ChunkVersion>> ChunkTable for F {
+    fn version_of(&self, handle: ChunkHandle) -> Option<ChunkVersion> {
+        self(handle)
+    }
+}
+
+impl Registry {
+    /// `no_grants_before` applies to chunks with handles up to `grace_handles_up_to` (those that
+    /// existed when the master started; handles are never reused).
+    pub fn new(
+        dead_after: Duration,
+        no_grants_before: Instant,
+        grace_handles_up_to: ChunkHandle,
+    ) -> Registry {
+        Registry {
+            servers: BTreeMap::new(),
+            locations: HashMap::new(),
+            leases: HashMap::new(),
+            pending_deletes: HashMap::new(),
+            corrupt_reports: 0,
+            dead_after,
+            no_grants_before,
+            grace_handles_up_to,
+        }
+    }
+
+    pub fn is_alive(&self, id: NodeId, now: Instant) -> bool {
+        self.servers
+            .get(&id)
+            .is_some_and(|s| now.saturating_duration_since(s.last_heartbeat) < self.dead_after)
+    }
+
+    pub fn server(&self, id: NodeId) -> Option<&Server> {
+        self.servers.get(&id)
+    }
+
+    pub fn server_ref(&self, id: NodeId) -> Option<ServerRef> {
+        self.servers.get(&id).map(|s| ServerRef {
+            id,
+            addr: s.addr.clone(),
+        })
+    }
+
+    /// Record a heartbeat. A full chunk report replaces what is known of this server's chunks:
+    /// replicas at the current version become locations; older (stale) and unknown ones are
+    /// scheduled for deletion.
+    pub fn heartbeat(
+        &mut self,
+        hb: &Heartbeat,
+        table: &impl ChunkTable,
+        now: Instant,
+    ) -> HeartbeatReply {
+        let known = self.servers.contains_key(&hb.node);
+        let server = self.servers.entry(hb.node).or_insert_with(|| Server {
+            id: hb.node,
+            addr: hb.addr.clone(),
+            capacity_bytes: 0,
+            used_bytes: 0,
+            chunks: 0,
+            last_heartbeat: now,
+            active_requests: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+        });
+        server.addr = hb.addr.clone();
+        server.capacity_bytes = hb.capacity_bytes;
+        server.used_bytes = hb.used_bytes;
+        server.last_heartbeat = now;
+        server.active_requests = hb.active_requests;
+        server.bytes_read = hb.bytes_read;
+        server.bytes_written = hb.bytes_written;
+        let mut reply = HeartbeatReply {
+            delete: self.pending_deletes.remove(&hb.node).unwrap_or_default(),
+            want_report: false,
+        };
+        match &hb.chunks {
+            None => reply.want_report = !known,
+            Some(report) => {
+                server.chunks = report.len() as u64;
+                for set in self.locations.values_mut() {
+                    set.remove(&hb.node);
+                }
+                // Forget locations of chunks the namespace dropped.
+                self.locations
+                    .retain(|h, set| !set.is_empty() && table.version_of(*h).is_some());
+                for &(handle, version) in report {
+                    match table.version_of(handle) {
+                        Some(current) if version >= current => {
+                            self.locations.entry(handle).or_default().insert(hb.node);
+                        }
+                        // Stale (missed a version bump while away) or no longer in any file.
+                        _ => reply.delete.push((handle, version)),
+                    }
+                }
+            }
+        }
+        reply
+    }
+
+    /// A replica that acknowledged a version bump (or was created) holds the current version.
+    pub fn add_location(&mut self, handle: ChunkHandle, node: NodeId) {
+        self.locations.entry(handle).or_default().insert(node);
+        if let Some(s) = self.servers.get_mut(&node) {
+            s.chunks += 1;
+        }
+    }
+
+    /// A replica missed a version bump or failed its checksum: it is no longer a location.
+    pub fn remove_location(&mut self, handle: ChunkHandle, node: NodeId) {
+        if let Some(set) = self.locations.get_mut(&handle) {
+            set.remove(&node);
+        }
+    }
+
+    pub fn report_corrupt(&mut self, handle: ChunkHandle, node: NodeId) {
+        self.corrupt_reports += 1;
+        self.remove_location(handle, node);
+    }
+
+    pub fn corrupt_reports(&self) -> u64 {
+        self.corrupt_reports
+    }
+
+    /// The chunk no longer exists in the namespace: forget it, and have its holders delete it.
+    pub fn forget_chunk(&mut self, handle: ChunkHandle) {
+        self.leases.remove(&handle);
+        if let Some(set) = self.locations.remove(&handle) {
+            for node in set {
+                self.pending_deletes
+                    .entry(node)
+                    .or_default()
+                    .push((handle, ChunkVersion(u64::MAX)));
+            }
+        }
+    }
+
+    /// Every location, live or not (the current-version holders the master knows of).
+    pub fn locations(&self, handle: ChunkHandle) -> Vec<NodeId> {
+        self.locations
+            .get(&handle)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn live_replicas(&self, handle: ChunkHandle, now: Instant) -> Vec<ServerRef> {
+        self.locations(handle)
+            .into_iter()
+            .filter(|&n| self.is_alive(n, now))
+            .filter_map(|n| self.server_ref(n))
+            .collect()
+    }
+
+    /// Choose up to `count` distinct live servers for a new chunk, emptiest first (by fraction of
+    /// capacity used, then by chunk count; `salt` breaks remaining ties so load spreads).
+    pub fn place(&self, count: usize, now: Instant, salt: u64) -> Vec<ServerRef> {
+        let mut live: Vec<&Server> = self
+            .servers
+            .values()
+            .filter(|s| self.is_alive(s.id, now))
+            .filter(|s| s.capacity_bytes == 0 || s.used_bytes < s.capacity_bytes)
+            .collect();
+        live.sort_by_key(|s| {
+            let used_permille = if s.capacity_bytes == 0 {
+                0
+            } else {
+                (s.used_bytes as u128 * 1000 / s.capacity_bytes as u128) as u64
+            };
+            (
+                used_permille / 50,
+                s.chunks,
+                (s.id.0 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            )
+        });
+        live.into_iter()
+            .take(count)
+            .map(|s| ServerRef {
+                id: s.id,
+                addr: s.addr.clone(),
+            })
+            .collect()
+    }
+
+    pub fn lease(&self, handle: ChunkHandle) -> Option<&Lease> {
+        self.leases.get(&handle)
+    }
+
+    /// Whether a lease for this chunk may still be valid somewhere (then no other may be granted).
+    pub fn lease_may_be_valid(&self, handle: ChunkHandle, now: Instant) -> Option<Duration> {
+        if now < self.no_grants_before && handle <= self.grace_handles_up_to {
+            return Some(self.no_grants_before - now);
+        }
+        self.leases
+            .get(&handle)
+            .filter(|l| l.expires > now)
+            .map(|l| l.expires - now)
+    }
+
+    pub fn set_lease(&mut self, handle: ChunkHandle, lease: Lease) {
+        self.leases.insert(handle, lease);
+    }
+
+    pub fn drop_lease(&mut self, handle: ChunkHandle) {
+        self.leases.remove(&handle);
+    }
+
+    pub fn status(&self, now: Instant) -> Vec<ChunkserverStatus> {
+        self.servers
+            .values()
+            .map(|s| ChunkserverStatus {
+                id: s.id,
+                addr: s.addr.clone(),
+                alive: self.is_alive(s.id, now),
+                capacity_bytes: s.capacity_bytes,
+                used_bytes: s.used_bytes,
+                chunks: s.chunks,
+                last_heartbeat_ms_ago: now.saturating_duration_since(s.last_heartbeat).as_millis()
+                    as u64,
+                active_requests: s.active_requests,
+                bytes_read: s.bytes_read,
+                bytes_written: s.bytes_written,
+            })
+            .collect()
+    }
+
+    /// (capacity, used) over live servers.
+    pub fn space(&self, now: Instant) -> (u64, u64) {
+        self.servers
+            .values()
+            .filter(|s| self.is_alive(s.id, now))
+            .fold((0, 0), |(c, u), s| (c + s.capacity_bytes, u + s.used_bytes))
+    }
+
+    pub fn live_count(&self, now: Instant) -> usize {
+        self.servers
+            .keys()
+            .filter(|&&id| self.is_alive(id, now))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(node: u64, chunks: Option<Vec<(u64, u64)>>) -> Heartbeat {
+        Heartbeat {
+            node: NodeId(node),
+            addr: format!("127.0.0.1:{}", 7000 + node),
+            capacity_bytes: 1000,
+            used_bytes: node * 10,
+            chunks: chunks.map(|c| {
+                c.into_iter()
+                    .map(|(h, v)| (ChunkHandle(h), ChunkVersion(v)))
+                    .collect()
+            }),
+            active_requests: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+        }
+    }
+
+    fn table(h: ChunkHandle) -> Option<ChunkVersion> {
+        match h.0 {
+            1 => Some(ChunkVersion(3)),
+            2 => Some(ChunkVersion(1)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn report_keeps_current_and_deletes_stale_and_unknown() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        let reply = r.heartbeat(&hb(1, Some(vec![(1, 3), (2, 1), (9, 1)])), &table, t0);
+        assert_eq!(reply.delete, vec![(ChunkHandle(9), ChunkVersion(1))]);
+        let reply = r.heartbeat(&hb(2, Some(vec![(1, 2)])), &table, t0);
+        assert_eq!(
+            reply.delete,
+            vec![(ChunkHandle(1), ChunkVersion(2))],
+            "older version is stale"
+        );
+        assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1)]);
+        assert_eq!(r.live_replicas(ChunkHandle(2), t0).len(), 1);
+    }
+
+    #[test]
+    fn unknown_server_without_report_is_asked_for_one() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        assert!(r.heartbeat(&hb(1, None), &table, t0).want_report);
+        assert!(!r.heartbeat(&hb(1, None), &table, t0).want_report);
+    }
+
+    #[test]
+    fn silent_server_is_dead_and_not_served_or_placed() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        r.heartbeat(&hb(1, Some(vec![(1, 3)])), &table, t0);
+        r.heartbeat(
+            &hb(2, Some(vec![(1, 3)])),
+            &table,
+            t0 + Duration::from_secs(8),
+        );
+        let later = t0 + Duration::from_secs(11);
+        assert!(!r.is_alive(NodeId(1), later));
+        assert!(r.is_alive(NodeId(2), later));
+        assert_eq!(r.live_replicas(ChunkHandle(1), later).len(), 1);
+        assert_eq!(r.place(3, later, 0).len(), 1);
+    }
+
+    #[test]
+    fn placement_is_distinct_and_prefers_empty_servers() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        for n in 1..=5 {
+            r.heartbeat(&hb(n, Some(vec![])), &table, t0);
+        }
+        // server 5 is nearly full
+        let mut full = hb(5, None);
+        full.used_bytes = 990;
+        r.heartbeat(&full, &table, t0);
+        for salt in 0..50 {
+            let p = r.place(3, t0, salt);
+            let ids: BTreeSet<_> = p.iter().map(|s| s.id).collect();
+            assert_eq!(ids.len(), 3);
+            assert!(!ids.contains(&NodeId(5)));
+        }
+    }
+
+    #[test]
+    fn leases_block_grants_until_expiry_and_after_restart() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(
+            Duration::from_secs(10),
+            t0 + Duration::from_secs(60),
+            ChunkHandle(1),
+        );
+        assert!(
+            r.lease_may_be_valid(ChunkHandle(2), t0).is_none(),
+            "new chunks need no grace"
+        );
+        assert!(r.lease_may_be_valid(ChunkHandle(1), t0).is_some());
+        let t1 = t0 + Duration::from_secs(61);
+        assert!(r.lease_may_be_valid(ChunkHandle(1), t1).is_none());
+        r.set_lease(
+            ChunkHandle(1),
+            Lease {
+                primary: NodeId(1),
+                version: ChunkVersion(4),
+                replicas: vec![NodeId(1)],
+                expires: t1 + Duration::from_secs(60),
+            },
+        );
+        assert_eq!(
+            r.lease_may_be_valid(ChunkHandle(1), t1),
+            Some(Duration::from_secs(60))
+        );
+        assert!(r
+            .lease_may_be_valid(ChunkHandle(1), t1 + Duration::from_secs(60))
+            .is_none());
+    }
+
+    #[test]
+    fn forgotten_chunks_are_deleted_through_heartbeats() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        r.heartbeat(&hb(1, Some(vec![(1, 3)])), &table, t0);
+        r.forget_chunk(ChunkHandle(1));
+        let reply = r.heartbeat(&hb(1, None), &table, t0);
+        assert_eq!(reply.delete, vec![(ChunkHandle(1), ChunkVersion(u64::MAX))]);
+        assert!(r.locations(ChunkHandle(1)).is_empty());
+    }
+}

@@ -1,0 +1,750 @@
+//! The master's runtime: serves the master RPCs, runs mutations through the operation log with
+//! group commit, grants leases (bumping chunk versions first), and tracks chunkservers.
+//!
+//! The replicated state lives in [`Engine`]; everything here is IO around it. A mutation is
+//! logged (fsynced) before it is applied, so nothing a client saw acknowledged is lost on a crash
+//! and readers never see a change that is not yet durable.
+
+use crate::engine::{Command, Engine, Output};
+use crate::oplog::OpLog;
+use crate::registry::{Lease, Registry};
+use quarry_proto::chunk::BumpVersion;
+use quarry_proto::master::*;
+use quarry_proto::{
+    Attr, ChunkHandle, ChunkLocation, ChunkVersion, FsError, InodeId, OpId, ServerRef, Timestamp,
+};
+use quarry_transport::{Reply, Request, Router, RpcClient};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    pub data_dir: PathBuf,
+    pub chunk_size: u64,
+    pub replication: u32,
+    pub lease_duration_ms: u64,
+    /// A chunkserver silent this long is dead.
+    pub heartbeat_timeout_ms: u64,
+    /// Write a checkpoint after this many log records.
+    pub checkpoint_every_records: u64,
+    /// Timeout of the master's own calls to chunkservers.
+    pub rpc_timeout_ms: u64,
+}
+
+impl MasterConfig {
+    pub fn new(data_dir: PathBuf) -> MasterConfig {
+        MasterConfig {
+            data_dir,
+            chunk_size: quarry_proto::DEFAULT_CHUNK_SIZE,
+            replication: 3,
+            lease_duration_ms: 60_000,
+            heartbeat_timeout_ms: 10_000,
+            checkpoint_every_records: 100_000,
+            rpc_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Most commands waiting for one group commit.
+const MAX_BATCH: usize = 1024;
+/// Bound of the queue of commands waiting to be logged.
+const QUEUE_DEPTH: usize = 4096;
+
+type Pending = (LogRequest, oneshot::Sender<Result<Output, FsError>>);
+
+/// What the log writer is asked to do.
+enum LogRequest {
+    Apply(Command),
+    Checkpoint,
+}
+
+pub struct Master {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: MasterConfig,
+    engine: RwLock<Engine>,
+    registry: Mutex<Registry>,
+    log_tx: mpsc::Sender<Pending>,
+    log_index: Mutex<u64>,
+    /// Serializes chunk allocation and lease grants (each involves calls to chunkservers).
+    grant_lock: tokio::sync::Mutex<()>,
+    rpc: Mutex<Option<RpcClient>>,
+    addr: Mutex<String>,
+    started: Instant,
+}
+
+impl Master {
+    /// Open (or create) the master's state in `config.data_dir` and start its log writer.
+    pub fn open(config: MasterConfig) -> anyhow::Result<Master> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let log_dir = config.data_dir.join("oplog");
+        let (oplog, engine, index) = OpLog::open(&log_dir, config.chunk_size, Timestamp::now())?;
+        if engine.chunk_size() != config.chunk_size {
+            tracing::warn!(
+                stored = engine.chunk_size(),
+                configured = config.chunk_size,
+                "chunk size is fixed when the namespace is created; using the stored one"
+            );
+        }
+        let now = Instant::now();
+        // Leases granted before a restart may still be valid: grant none until they have expired.
+        let newest_handle = engine
+            .all_chunks()
+            .map(|(h, _)| h)
+            .max()
+            .unwrap_or_default();
+        let registry = Registry::new(
+            Duration::from_millis(config.heartbeat_timeout_ms),
+            now + Duration::from_millis(config.lease_duration_ms),
+            newest_handle,
+        );
+        let (log_tx, log_rx) = mpsc::channel(QUEUE_DEPTH);
+        let inner = Arc::new(Inner {
+            config,
+            engine: RwLock::new(engine),
+            registry: Mutex::new(registry),
+            log_tx,
+            log_index: Mutex::new(index),
+            grant_lock: tokio::sync::Mutex::new(()),
+            rpc: Mutex::new(None),
+            addr: Mutex::new(String::new()),
+            started: now,
+        });
+        tokio::spawn(log_writer(Arc::downgrade(&inner), oplog, log_rx));
+        Ok(Master { inner })
+    }
+
+    /// The client the master uses to call chunkservers (set once its endpoint exists).
+    pub fn set_rpc(&self, rpc: RpcClient, addr: String) {
+        *self.inner.rpc.lock().unwrap() = Some(rpc);
+        *self.inner.addr.lock().unwrap() = addr;
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.inner.engine.read().unwrap().chunk_size()
+    }
+
+    /// Register every master RPC on `router`.
+    pub fn routes(&self, router: &mut Router) {
+        macro_rules! route {
+            ($rpc:ty, $method:ident) => {{
+                let inner = self.inner.clone();
+                router.route::<$rpc, _, _>(move |req: Request<$rpc>| {
+                    let inner = inner.clone();
+                    async move { Reply::from(inner.$method(req).await) }
+                });
+            }};
+        }
+        route!(ClusterInfo, cluster_info);
+        route!(Lookup, lookup);
+        route!(ResolvePath, resolve_path);
+        route!(GetAttr, get_attr);
+        route!(Mkdir, mkdir);
+        route!(Create, create);
+        route!(ReadDir, read_dir);
+        route!(Rename, rename);
+        route!(Unlink, unlink);
+        route!(Rmdir, rmdir);
+        route!(SetAttr, set_attr);
+        route!(CommitSize, commit_size);
+        route!(StatFs, stat_fs);
+        route!(GetChunks, get_chunks);
+        route!(PrepareWrite, prepare_write);
+        route!(ReportBadChunk, report_bad_chunk);
+        route!(Heartbeat, heartbeat);
+        route!(ClusterStatus, cluster_status);
+    }
+
+    /// Write a checkpoint and stop accepting mutations (clean shutdown).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.log_tx.send((LogRequest::Checkpoint, tx)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+    }
+}
+
+async fn log_writer(inner: std::sync::Weak<Inner>, oplog: OpLog, mut rx: mpsc::Receiver<Pending>) {
+    let oplog = Arc::new(Mutex::new(oplog));
+    let mut failed: Option<String> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { break };
+        let (checkpoints, batch): (Vec<Pending>, Vec<Pending>) = batch
+            .into_iter()
+            .partition(|(c, _)| matches!(c, LogRequest::Checkpoint));
+        if let Some(reason) = &failed {
+            for (_, tx) in batch {
+                let _ = tx.send(Err(FsError::Io(format!(
+                    "master log unavailable: {reason}"
+                ))));
+            }
+            continue;
+        }
+        if !batch.is_empty() {
+            let cmds: Vec<Command> = batch
+                .iter()
+                .filter_map(|(c, _)| match c {
+                    LogRequest::Apply(cmd) => Some(cmd.clone()),
+                    LogRequest::Checkpoint => None,
+                })
+                .collect();
+            let log = oplog.clone();
+            let appended =
+                tokio::task::spawn_blocking(move || log.lock().unwrap().append(&cmds)).await;
+            match appended {
+                Ok(Ok(index)) => {
+                    let mut engine = inner.engine.write().unwrap();
+                    let mut results = Vec::with_capacity(batch.len());
+                    for (req, tx) in batch {
+                        if let LogRequest::Apply(cmd) = req {
+                            results.push((engine.apply(&cmd), tx));
+                        }
+                    }
+                    drop(engine);
+                    *inner.log_index.lock().unwrap() = index;
+                    for (result, tx) in results {
+                        let _ = tx.send(result);
+                    }
+                }
+                Ok(Err(e)) => {
+                    // The log's state on disk is unknown: acknowledge nothing from now on.
+                    tracing::error!("operation log append failed: {e:#}; refusing mutations");
+                    let reason = format!("{e:#}");
+                    for (_, tx) in batch {
+                        let _ = tx.send(Err(FsError::Io(format!("log append failed: {reason}"))));
+                    }
+                    failed = Some(reason);
+                    continue;
+                }
+                Err(e) => {
+                    failed = Some(format!("log task: {e}"));
+                    continue;
+                }
+            }
+        }
+        let want_checkpoint = !checkpoints.is_empty()
+            || oplog.lock().unwrap().records_since_checkpoint()
+                >= inner.config.checkpoint_every_records;
+        if want_checkpoint {
+            let log = oplog.clone();
+            let engine = inner.engine.read().unwrap().clone();
+            let index = *inner.log_index.lock().unwrap();
+            let done =
+                tokio::task::spawn_blocking(move || log.lock().unwrap().checkpoint(&engine, index))
+                    .await;
+            match done {
+                Ok(Ok(())) => tracing::info!(index, "checkpoint written"),
+                Ok(Err(e)) => tracing::error!("checkpoint failed: {e:#}"),
+                Err(e) => tracing::error!("checkpoint task failed: {e}"),
+            }
+        }
+        for (_, tx) in checkpoints {
+            let _ = tx.send(Ok(Output::Unit));
+        }
+    }
+}
+
+fn now_ts() -> Timestamp {
+    Timestamp::now()
+}
+
+fn attr_of(out: Output) -> Result<Attr, FsError> {
+    match out {
+        Output::Attr(a) => Ok(a),
+        other => Err(FsError::Io(format!("unexpected engine output {other:?}"))),
+    }
+}
+
+impl Inner {
+    async fn submit(&self, cmd: Command) -> Result<Output, FsError> {
+        let (tx, rx) = oneshot::channel();
+        self.log_tx
+            .send((LogRequest::Apply(cmd), tx))
+            .await
+            .map_err(|_| FsError::Unavailable("master is shutting down".into()))?;
+        rx.await
+            .map_err(|_| FsError::Unavailable("master log writer stopped".into()))?
+    }
+
+    fn rpc(&self) -> Result<RpcClient, FsError> {
+        self.rpc
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| FsError::Unavailable("master endpoint not ready".into()))
+    }
+
+    async fn cluster_info(&self, _req: Request<ClusterInfo>) -> Result<ClusterInfoReply, FsError> {
+        Ok(ClusterInfoReply {
+            chunk_size: self.engine.read().unwrap().chunk_size(),
+            replication: self.config.replication,
+            lease_duration_ms: self.config.lease_duration_ms,
+        })
+    }
+
+    async fn lookup(&self, req: Request<Lookup>) -> Result<Attr, FsError> {
+        self.engine
+            .read()
+            .unwrap()
+            .lookup(req.msg.parent, &req.msg.name)
+    }
+
+    async fn resolve_path(&self, req: Request<ResolvePath>) -> Result<Attr, FsError> {
+        self.engine.read().unwrap().resolve(&req.msg.path)
+    }
+
+    async fn get_attr(&self, req: Request<GetAttr>) -> Result<Attr, FsError> {
+        self.engine.read().unwrap().getattr(req.msg.inode)
+    }
+
+    async fn mkdir(&self, req: Request<Mkdir>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::Mkdir {
+                op: m.op,
+                parent: m.parent,
+                name: m.name,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn create(&self, req: Request<Create>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::Create {
+                op: m.op,
+                parent: m.parent,
+                name: m.name,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                exclusive: m.exclusive,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn read_dir(&self, req: Request<ReadDir>) -> Result<ReadDirReply, FsError> {
+        let limit = req.msg.limit.clamp(1, 10_000);
+        let (entries, more) =
+            self.engine
+                .read()
+                .unwrap()
+                .readdir(req.msg.inode, req.msg.after.as_deref(), limit)?;
+        Ok(ReadDirReply { entries, more })
+    }
+
+    async fn rename(&self, req: Request<Rename>) -> Result<(), FsError> {
+        let m = req.msg;
+        self.submit(Command::Rename {
+            op: m.op,
+            src_parent: m.src_parent,
+            src_name: m.src_name,
+            dst_parent: m.dst_parent,
+            dst_name: m.dst_name,
+            time: now_ts(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn unlink(&self, req: Request<Unlink>) -> Result<(), FsError> {
+        let m = req.msg;
+        self.submit(Command::Unlink {
+            op: m.op,
+            parent: m.parent,
+            name: m.name,
+            time: now_ts(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn rmdir(&self, req: Request<Rmdir>) -> Result<(), FsError> {
+        let m = req.msg;
+        self.submit(Command::Rmdir {
+            op: m.op,
+            parent: m.parent,
+            name: m.name,
+            time: now_ts(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn set_attr(&self, req: Request<SetAttr>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::SetAttr {
+                op: m.op,
+                inode: m.inode,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                size: m.size,
+                atime: m.atime,
+                mtime: m.mtime,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn commit_size(&self, req: Request<CommitSize>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::CommitSize {
+                op: m.op,
+                inode: m.inode,
+                end: m.end,
+                mtime: m.mtime,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn stat_fs(&self, _req: Request<StatFs>) -> Result<StatFsReply, FsError> {
+        let (capacity, used) = self.registry.lock().unwrap().space(Instant::now());
+        let counts = self.engine.read().unwrap().counts();
+        let replication = self.config.replication.max(1) as u64;
+        Ok(StatFsReply {
+            capacity_bytes: capacity / replication,
+            used_bytes: used / replication,
+            available_bytes: capacity.saturating_sub(used) / replication,
+            files: counts.files + counts.directories + counts.symlinks,
+        })
+    }
+
+    async fn get_chunks(&self, req: Request<GetChunks>) -> Result<GetChunksReply, FsError> {
+        let m = req.msg;
+        let count = m.count.clamp(1, 1024);
+        let (chunks, size) = {
+            let engine = self.engine.read().unwrap();
+            let size = engine.getattr(m.inode)?.size;
+            (engine.chunks(m.inode, m.first_index, count)?, size)
+        };
+        let now = Instant::now();
+        let registry = self.registry.lock().unwrap();
+        Ok(GetChunksReply {
+            chunks: chunks
+                .into_iter()
+                .map(|(index, handle, version)| ChunkLocation {
+                    index,
+                    handle,
+                    version,
+                    replicas: registry.live_replicas(handle, now),
+                })
+                .collect(),
+            file_size: size,
+        })
+    }
+
+    async fn prepare_write(&self, req: Request<PrepareWrite>) -> Result<WriteGrant, FsError> {
+        let m = req.msg;
+        if let Some(grant) = self.valid_grant(m.inode, m.index) {
+            return Ok(grant);
+        }
+        let _guard = self.grant_lock.lock().await;
+        if let Some(grant) = self.valid_grant(m.inode, m.index) {
+            return Ok(grant);
+        }
+        let existing = self.engine.read().unwrap().chunk_at(m.inode, m.index);
+        let (handle, fresh) = match existing {
+            // Version 1 was never granted a lease: no replica holds data yet, place it anew.
+            Some((handle, version)) => (handle, version == ChunkVersion(1)),
+            None => {
+                // Check placement is possible before logging an allocation.
+                if self.registry.lock().unwrap().live_count(Instant::now()) == 0 {
+                    return Err(FsError::NotEnoughServers {
+                        need: self.config.replication,
+                        have: 0,
+                    });
+                }
+                match self
+                    .submit(Command::AllocateChunk {
+                        inode: m.inode,
+                        index: m.index,
+                        time: now_ts(),
+                    })
+                    .await?
+                {
+                    Output::Chunk { handle, .. } => (handle, true),
+                    other => return Err(FsError::Io(format!("unexpected output {other:?}"))),
+                }
+            }
+        };
+        self.grant(handle, fresh, m.op).await
+    }
+
+    /// A lease that is valid for a while longer, whose replicas are all alive.
+    fn valid_grant(&self, inode: InodeId, index: u64) -> Option<WriteGrant> {
+        let (handle, version) = self.engine.read().unwrap().chunk_at(inode, index)?;
+        let now = Instant::now();
+        let registry = self.registry.lock().unwrap();
+        let lease = registry.lease(handle)?;
+        let remaining = lease.expires.checked_duration_since(now)?;
+        if lease.version != version
+            || remaining < Duration::from_millis(self.config.lease_duration_ms / 2)
+            || !lease.replicas.iter().all(|n| registry.is_alive(*n, now))
+        {
+            return None;
+        }
+        let mut refs = lease
+            .replicas
+            .iter()
+            .filter_map(|n| registry.server_ref(*n));
+        let primary = refs.next()?;
+        Some(WriteGrant {
+            handle,
+            version,
+            primary,
+            secondaries: refs.collect(),
+            lease_remaining_ms: remaining.as_millis() as u64,
+        })
+    }
+
+    /// Grant a lease on `handle`: bump its version through the log, tell every live replica, then
+    /// give the primary its lease. Never while another lease may still be valid, except that the
+    /// current primary may be re-granted (the version bump supersedes its old lease).
+    async fn grant(
+        &self,
+        handle: ChunkHandle,
+        fresh: bool,
+        _op: OpId,
+    ) -> Result<WriteGrant, FsError> {
+        let now = Instant::now();
+        let (replicas, current_primary) = {
+            let registry = self.registry.lock().unwrap();
+            let mut replicas = if fresh {
+                let want = self.config.replication as usize;
+                registry.place(want, now, handle.0)
+            } else {
+                registry.live_replicas(handle, now)
+            };
+            let current_primary = match registry.lease_may_be_valid(handle, now) {
+                None => None,
+                Some(wait) => match registry.lease(handle) {
+                    Some(l) if registry.is_alive(l.primary, now) => Some(l.primary),
+                    _ => {
+                        return Err(FsError::Unavailable(format!(
+                            "chunk {handle}: a lease may still be valid for {} ms",
+                            wait.as_millis()
+                        )))
+                    }
+                },
+            };
+            if let Some(p) = current_primary {
+                // Keep the live primary first so its lease is renewed rather than moved.
+                if let Some(pos) = replicas.iter().position(|r| r.id == p) {
+                    let r = replicas.remove(pos);
+                    replicas.insert(0, r);
+                } else {
+                    return Err(FsError::Unavailable(format!(
+                        "chunk {handle}: the lease holder is not a current replica"
+                    )));
+                }
+            }
+            (replicas, current_primary)
+        };
+        if replicas.is_empty() {
+            return Err(if fresh {
+                FsError::NotEnoughServers {
+                    need: self.config.replication,
+                    have: 0,
+                }
+            } else {
+                FsError::Unavailable(format!("chunk {handle}: no live replica"))
+            });
+        }
+        let version = match self.submit(Command::BumpVersion { handle }).await? {
+            Output::Chunk { version, .. } => version,
+            other => return Err(FsError::Io(format!("unexpected output {other:?}"))),
+        };
+        let rpc = self.rpc()?;
+        // Phase 1: every replica moves to the new version (or is created at it).
+        let calls = replicas.clone().into_iter().map(|r| {
+            let rpc = rpc.clone();
+            let replicas = replicas.clone();
+            async move {
+                let res = rpc
+                    .call(
+                        &r.addr,
+                        &BumpVersion {
+                            handle,
+                            version,
+                            create: fresh,
+                            lease_ms: None,
+                            replicas,
+                        },
+                    )
+                    .await;
+                (r, res)
+            }
+        });
+        let results = futures_join_all(calls).await;
+        let mut ok: Vec<ServerRef> = Vec::new();
+        {
+            let mut registry = self.registry.lock().unwrap();
+            for (r, res) in results {
+                match res {
+                    Ok(()) => {
+                        registry.add_location(handle, r.id);
+                        ok.push(r);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%handle, server = %r.addr, "version bump failed: {e}");
+                        registry.remove_location(handle, r.id);
+                    }
+                }
+            }
+        }
+        // Completion order is arbitrary: keep the chosen order (the current primary first).
+        ok.sort_by_key(|r| replicas.iter().position(|x| x.id == r.id));
+        if ok.is_empty() {
+            return Err(FsError::Unavailable(format!(
+                "chunk {handle}: no replica accepted version {version}"
+            )));
+        }
+        if let Some(p) = current_primary {
+            if ok[0].id != p {
+                return Err(FsError::Unavailable(format!(
+                    "chunk {handle}: lease holder did not take the new version"
+                )));
+            }
+        }
+        // Phase 2: the lease, counted from before the grant is sent.
+        let lease_ms = self.config.lease_duration_ms;
+        let sent_at = Instant::now();
+        rpc.call(
+            &ok[0].addr,
+            &BumpVersion {
+                handle,
+                version,
+                create: false,
+                lease_ms: Some(lease_ms),
+                replicas: ok.clone(),
+            },
+        )
+        .await?;
+        self.registry.lock().unwrap().set_lease(
+            handle,
+            Lease {
+                primary: ok[0].id,
+                version,
+                replicas: ok.iter().map(|r| r.id).collect(),
+                expires: sent_at + Duration::from_millis(lease_ms),
+            },
+        );
+        let primary = ok.remove(0);
+        Ok(WriteGrant {
+            handle,
+            version,
+            primary,
+            secondaries: ok,
+            lease_remaining_ms: lease_ms,
+        })
+    }
+
+    async fn report_bad_chunk(&self, req: Request<ReportBadChunk>) -> Result<(), FsError> {
+        tracing::warn!(handle = %req.msg.handle, server = %req.msg.server, reporter = %req.peer.name, "corrupt replica reported");
+        self.registry
+            .lock()
+            .unwrap()
+            .report_corrupt(req.msg.handle, req.msg.server);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, req: Request<Heartbeat>) -> Result<HeartbeatReply, FsError> {
+        let engine = self.engine.read().unwrap();
+        let table = |h: ChunkHandle| -> Option<ChunkVersion> { engine.chunk(h).map(|c| c.version) };
+        let reply = self
+            .registry
+            .lock()
+            .unwrap()
+            .heartbeat(&req.msg, &table, Instant::now());
+        Ok(reply)
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<ClusterStatus>,
+    ) -> Result<ClusterStatusReply, FsError> {
+        let now = Instant::now();
+        let engine = self.engine.read().unwrap();
+        let counts = engine.counts();
+        let registry = self.registry.lock().unwrap();
+        let goal = self.config.replication as usize;
+        let mut under = 0u64;
+        let mut missing = 0u64;
+        for (handle, _) in engine.all_chunks() {
+            let live = registry.live_replicas(handle, now).len();
+            if live == 0 {
+                missing += 1;
+            } else if live < goal {
+                under += 1;
+            }
+        }
+        Ok(ClusterStatusReply {
+            masters: vec![MasterStatus {
+                addr: self.addr.lock().unwrap().clone(),
+                role: "leader".into(),
+                log_index: *self.log_index.lock().unwrap(),
+                files: counts.files,
+                directories: counts.directories,
+                chunks: counts.chunks,
+            }],
+            chunkservers: registry.status(now),
+            chunk_size: engine.chunk_size(),
+            replication: self.config.replication,
+            under_replicated_chunks: under,
+            missing_chunks: missing,
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        tracing::debug!(
+            uptime_s = self.started.elapsed().as_secs(),
+            "master state dropped"
+        );
+    }
+}
+
+/// Run the futures concurrently and collect their outputs (a task that panicked is logged and
+/// left out).
+async fn futures_join_all<F, T>(futs: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn(f);
+    }
+    let mut out = Vec::new();
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok(v) => out.push(v),
+            Err(e) => tracing::error!("task failed: {e}"),
+        }
+    }
+    out
+}
