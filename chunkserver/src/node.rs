@@ -1,0 +1,63 @@
+//! A chunkserver process: a [`FileStore`] under the service, behind a QUIC endpoint, heartbeating
+//! to the master. Used by `quarry chunkserver`, `quarry up` and the test harness alike.
+
+use crate::service::{load_or_create_node_id, Chunkserver, ChunkserverConfig};
+use crate::store::{ChunkStore, FileStore};
+use quarry_proto::NodeId;
+use quarry_transport::certs::NodeCert;
+use quarry_transport::quic::QuicNode;
+use quarry_transport::{Router, RpcClient};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct ChunkserverNode {
+    server: Chunkserver,
+    quic: QuicNode,
+    heartbeats: tokio::task::JoinHandle<()>,
+}
+
+impl ChunkserverNode {
+    pub async fn start(
+        config: ChunkserverConfig,
+        max_chunk_size: u64,
+        cert: &NodeCert,
+        bind: SocketAddr,
+    ) -> anyhow::Result<ChunkserverNode> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let node = load_or_create_node_id(&config.data_dir)?;
+        let store: Arc<dyn ChunkStore> = Arc::new(
+            FileStore::open(&config.data_dir, max_chunk_size)
+                .map_err(|e| anyhow::anyhow!("opening chunk store: {e}"))?,
+        );
+        let server = Chunkserver::new(config, node, store);
+        let mut router = Router::new();
+        server.routes(&mut router);
+        let quic = QuicNode::serve(bind, cert, router).await?;
+        let rpc = RpcClient::new(quic.transport()).with_timeout(Duration::from_secs(30));
+        let heartbeats = server.start(rpc, quic.local_addr().to_string());
+        Ok(ChunkserverNode {
+            server,
+            quic,
+            heartbeats,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.quic.local_addr()
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.server.node_id()
+    }
+
+    pub fn store(&self) -> &Arc<dyn ChunkStore> {
+        self.server.store()
+    }
+
+    /// Stop heartbeating and close the endpoint. Every acknowledged write is already on disk.
+    pub async fn shutdown(self) {
+        self.heartbeats.abort();
+        self.quic.shutdown().await;
+    }
+}
