@@ -1,1 +1,182 @@
-fn main(){}
+//! `quarry`: one binary for every role and every command. This is the only crate that reads
+//! flags, environment variables and config files; the library crates take plain config structs.
+
+mod cluster;
+mod connect;
+mod files;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "quarry",
+    version,
+    about = "Quarry: a GFS-style distributed filesystem"
+)]
+struct Cli {
+    /// The cluster file (default: $QUARRY_CLUSTER, else ./quarry-data/cluster.toml).
+    #[arg(long, global = true)]
+    cluster: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a loopback cluster (a master and N chunkservers) and run until Ctrl-C.
+    Up {
+        /// Data directory; every node gets its own directory under it.
+        #[arg(long, default_value = cluster::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        chunkservers: usize,
+        /// Run each node as a child process, restarted ~2 s after it exits.
+        #[arg(long)]
+        processes: bool,
+        #[command(flatten)]
+        tunables: up::Tunables,
+    },
+    /// Run a master.
+    Master {
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory with ca.pem and this node's certificate (issued there if the CA key is present).
+        #[arg(long)]
+        certs: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value = "master-0")]
+        name: String,
+        #[command(flatten)]
+        tunables: up::Tunables,
+    },
+    /// Run a chunkserver.
+    Chunkserver {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        certs: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Master address (host:port).
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        tunables: up::Tunables,
+    },
+    /// Copy a local file (`-` for stdin) into the filesystem.
+    Put { local: String, remote: String },
+    /// Copy a file out of the filesystem (`-` for stdout).
+    Get { remote: String, local: String },
+    /// Print files.
+    Cat {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// List a directory.
+    Ls {
+        #[arg(short = 'l')]
+        long: bool,
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Make a directory.
+    Mkdir {
+        #[arg(short = 'p')]
+        parents: bool,
+        path: String,
+    },
+    /// Remove a file, or a directory tree with -r.
+    Rm {
+        #[arg(short = 'r')]
+        recursive: bool,
+        path: String,
+    },
+    /// Rename or move.
+    Mv { src: String, dst: String },
+    /// Show a file's attributes and chunks.
+    Stat { path: String },
+    /// Show masters and chunkservers.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("quarry: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quarry: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up {
+            data,
+            chunkservers,
+            processes,
+            tunables,
+        } => up::up(&data, chunkservers, processes, &tunables).await,
+        Command::Master {
+            data,
+            certs,
+            listen,
+            name,
+            tunables,
+        } => up::run_master(&data, &certs, listen, &name, &tunables).await,
+        Command::Chunkserver {
+            data,
+            certs,
+            listen,
+            master,
+            name,
+            tunables,
+        } => up::run_chunkserver(&data, &certs, listen, &master, &name, &tunables).await,
+        command => {
+            let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
+            let conn = connect::connect(&file).await?;
+            let c = &conn.client;
+            match command {
+                Command::Put { local, remote } => files::put(c, &local, &remote).await,
+                Command::Get { remote, local } => files::get(c, &remote, &local).await,
+                Command::Cat { paths } => files::cat(c, &paths).await,
+                Command::Ls { long, path } => files::ls(c, &path, long).await,
+                Command::Mkdir { parents, path } => files::mkdir(c, &path, parents).await,
+                Command::Rm { recursive, path } => files::rm(c, &path, recursive).await,
+                Command::Mv { src, dst } => files::mv(c, &src, &dst).await,
+                Command::Stat { path } => files::stat(c, &path).await,
+                Command::Status { json } => files::status(c, json).await,
+                Command::Up { .. } | Command::Master { .. } | Command::Chunkserver { .. } => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    }
+}

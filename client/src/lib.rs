@@ -1,1 +1,747 @@
-//! placeholder
+//! `quarry-client`: the client library. Metadata calls go to the master; file bytes go straight
+//! to chunkservers: reads from any current replica (verified there), writes pushed along the
+//! replica chain and committed through the chunk's primary (see `docs/write-protocol.md`).
+//!
+//! It keeps a bounded cache of chunk locations and write grants, retries across stale leases,
+//! version changes and dead servers within a deadline, and never holds more than the caller's
+//! buffers in memory. It knows nothing of FUSE, config files or the command line.
+
+mod cache;
+
+use bytes::{Bytes, BytesMut};
+use cache::LocationCache;
+use quarry_proto::chunk::{CommitMutation, CommitReply, Mutation, PushData, ReadChunk};
+use quarry_proto::master::*;
+use quarry_proto::{
+    Attr, ChunkLocation, ClientId, DataId, DirEntry, FileKind, FsError, InodeId, OpId, ServerRef,
+    Timestamp,
+};
+use quarry_transport::{RpcClient, Transport};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub masters: Vec<String>,
+    /// Timeout of one RPC.
+    pub rpc_timeout: Duration,
+    /// How long one operation may keep retrying (waiting out a dead primary's lease, a master
+    /// restart) before it fails.
+    pub retry_deadline: Duration,
+    /// Chunk locations kept (bounded memory).
+    pub location_cache_entries: usize,
+}
+
+impl ClientConfig {
+    pub fn new(masters: Vec<String>) -> ClientConfig {
+        ClientConfig {
+            masters,
+            rpc_timeout: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(120),
+            location_cache_entries: 65_536,
+        }
+    }
+}
+
+/// Bytes read from chunkservers per request.
+pub const READ_PIECE_BYTES: u64 = 4 << 20;
+
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    rpc: RpcClient,
+    client_id: ClientId,
+    seq: AtomicU64,
+    info: ClusterInfoReply,
+    master_hint: Mutex<usize>,
+    locations: Mutex<LocationCache>,
+    grants: Mutex<std::collections::HashMap<(InodeId, u64), (WriteGrant, Instant)>>,
+    /// Rotates replica choice so reads spread over servers.
+    read_turn: AtomicU64,
+}
+
+/// Backoff for attempt `n` (0-based): 20 ms doubling, at most 1 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis((20u64 << n.min(6)).min(1000))
+}
+
+impl Client {
+    /// Connect to the cluster: fetch its constants from a master.
+    pub async fn connect(
+        transport: Arc<dyn Transport>,
+        config: ClientConfig,
+    ) -> Result<Client, FsError> {
+        if config.masters.is_empty() {
+            return Err(FsError::InvalidArgument("no master address given".into()));
+        }
+        let rpc = RpcClient::new(transport).with_timeout(config.rpc_timeout);
+        let mut inner = Inner {
+            locations: Mutex::new(LocationCache::new(config.location_cache_entries)),
+            config,
+            rpc,
+            client_id: ClientId(rand::random::<u64>() | 1),
+            seq: AtomicU64::new(0),
+            info: ClusterInfoReply {
+                chunk_size: 0,
+                replication: 0,
+                lease_duration_ms: 0,
+            },
+            master_hint: Mutex::new(0),
+            grants: Mutex::new(Default::default()),
+            read_turn: AtomicU64::new(rand::random()),
+        };
+        inner.info = inner.master(&ClusterInfo {}).await?;
+        if inner.info.chunk_size == 0 {
+            return Err(FsError::Protocol("master reported chunk size 0".into()));
+        }
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.inner.info.chunk_size
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.inner.client_id
+    }
+
+    pub fn rpc(&self) -> &RpcClient {
+        &self.inner.rpc
+    }
+
+    fn op(&self) -> OpId {
+        OpId {
+            client: self.inner.client_id,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    // ---- namespace -------------------------------------------------------------------------
+
+    pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, FsError> {
+        self.inner
+            .master(&Lookup {
+                parent,
+                name: name.to_string(),
+            })
+            .await
+    }
+
+    pub async fn getattr(&self, inode: InodeId) -> Result<Attr, FsError> {
+        self.inner.master(&GetAttr { inode }).await
+    }
+
+    /// Attributes of an absolute path (symlinks not followed).
+    pub async fn stat(&self, path: &str) -> Result<Attr, FsError> {
+        self.inner
+            .master(&ResolvePath {
+                path: path.to_string(),
+            })
+            .await
+    }
+
+    /// The parent directory's attributes and the last component of `path`.
+    pub async fn parent_of(&self, path: &str) -> Result<(Attr, String), FsError> {
+        let parts = quarry_proto::split_path(path)?;
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(FsError::InvalidArgument("the root has no parent".into()));
+        };
+        let parent = format!("/{}", dirs.join("/"));
+        let attr = self.stat(&parent).await?;
+        if attr.kind != FileKind::Directory {
+            return Err(FsError::NotADirectory);
+        }
+        Ok((attr, name.to_string()))
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr, FsError> {
+        self.inner
+            .master(&Mkdir {
+                op: self.op(),
+                parent,
+                name: name.to_string(),
+                mode,
+                uid,
+                gid,
+            })
+            .await
+    }
+
+    /// `mkdir -p`: create every missing directory of `path`; an existing directory is fine.
+    pub async fn mkdir_p(&self, path: &str, mode: u32) -> Result<Attr, FsError> {
+        let parts = quarry_proto::split_path(path)?;
+        let mut dir = self.getattr(InodeId::ROOT).await?;
+        for name in parts {
+            dir = match self.lookup(dir.inode, name).await {
+                Ok(a) if a.kind == FileKind::Directory => a,
+                Ok(_) => return Err(FsError::NotADirectory),
+                Err(FsError::NotFound) => match self.mkdir(dir.inode, name, mode, 0, 0).await {
+                    Ok(a) => a,
+                    // Someone else made it meanwhile.
+                    Err(FsError::AlreadyExists) => self.lookup(dir.inode, name).await?,
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(dir)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    ) -> Result<Attr, FsError> {
+        self.inner
+            .master(&Create {
+                op: self.op(),
+                parent,
+                name: name.to_string(),
+                mode,
+                uid,
+                gid,
+                exclusive,
+            })
+            .await
+    }
+
+    /// Every entry of a directory, in name order (paged from the master).
+    pub async fn readdir(&self, inode: InodeId) -> Result<Vec<DirEntry>, FsError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .master(&ReadDir {
+                    inode,
+                    after: after.clone(),
+                    limit: 4096,
+                })
+                .await?;
+            after = page.entries.last().map(|e| e.name.clone());
+            out.extend(page.entries);
+            if !page.more || after.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn rename(
+        &self,
+        src_parent: InodeId,
+        src_name: &str,
+        dst_parent: InodeId,
+        dst_name: &str,
+    ) -> Result<(), FsError> {
+        self.inner
+            .master(&Rename {
+                op: self.op(),
+                src_parent,
+                src_name: src_name.to_string(),
+                dst_parent,
+                dst_name: dst_name.to_string(),
+            })
+            .await
+    }
+
+    pub async fn unlink(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
+        self.inner
+            .master(&Unlink {
+                op: self.op(),
+                parent,
+                name: name.to_string(),
+            })
+            .await
+    }
+
+    pub async fn rmdir(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
+        self.inner
+            .master(&Rmdir {
+                op: self.op(),
+                parent,
+                name: name.to_string(),
+            })
+            .await
+    }
+
+    /// Change mode, owner or times (not the size: use [`Client::truncate`]).
+    pub async fn setattr(&self, mut req: SetAttr) -> Result<Attr, FsError> {
+        if req.size.is_some() {
+            return Err(FsError::InvalidArgument(
+                "use truncate to change the size".into(),
+            ));
+        }
+        req.op = self.op();
+        self.inner.master(&req).await
+    }
+
+    pub async fn statfs(&self) -> Result<StatFsReply, FsError> {
+        self.inner.master(&StatFs {}).await
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatusReply, FsError> {
+        self.inner.master(&ClusterStatus {}).await
+    }
+
+    /// Where a file's chunks live.
+    pub async fn chunks(&self, inode: InodeId) -> Result<Vec<ChunkLocation>, FsError> {
+        let mut out = Vec::new();
+        let mut first = 0u64;
+        loop {
+            let reply = self
+                .inner
+                .master(&GetChunks {
+                    inode,
+                    first_index: first,
+                    count: 1024,
+                })
+                .await?;
+            let last_index = reply.file_size.div_ceil(self.chunk_size());
+            out.extend(reply.chunks);
+            first += 1024;
+            if first >= last_index {
+                return Ok(out);
+            }
+        }
+    }
+
+    // ---- data ------------------------------------------------------------------------------
+
+    /// Read up to `len` bytes at `offset` of a file whose size is `file_size` (from a recent
+    /// stat or open). Holes read as zeros. Short only at the end of the file.
+    pub async fn read(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        len: u64,
+        file_size: u64,
+    ) -> Result<Bytes, FsError> {
+        if offset >= file_size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = file_size.min(offset.saturating_add(len));
+        let cs = self.chunk_size();
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / cs;
+            let in_chunk = pos % cs;
+            let n = (cs - in_chunk).min(end - pos);
+            let piece = self
+                .inner
+                .read_chunk_range(inode, index, in_chunk, n)
+                .await?;
+            out.extend_from_slice(&piece);
+            // Bytes past a replica's end (but inside the file) are a hole: zeros.
+            out.resize(out.len() + (n as usize - piece.len()), 0);
+            pos += n;
+        }
+        Ok(out.freeze())
+    }
+
+    /// Write `data` at `offset` on every replica, then record the new size on the master.
+    pub async fn write(&self, inode: InodeId, offset: u64, data: Bytes) -> Result<Attr, FsError> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::FileTooLarge)?;
+        self.write_data(inode, offset, data).await?;
+        self.commit_size(inode, end).await
+    }
+
+    /// Write `data` at `offset` on every replica without telling the master the new size
+    /// (callers writing many pieces concurrently call [`Client::commit_size`] once at the end).
+    pub async fn write_data(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), FsError> {
+        let cs = self.chunk_size();
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let abs = offset + pos as u64;
+            let index = abs / cs;
+            let in_chunk = abs % cs;
+            let n = ((cs - in_chunk) as usize).min(data.len() - pos);
+            let piece = data.slice(pos..pos + n);
+            self.inner
+                .mutate(
+                    inode,
+                    index,
+                    |data_id| Mutation::Write {
+                        offset: in_chunk,
+                        data_id,
+                        len: n as u64,
+                    },
+                    Some(piece),
+                )
+                .await?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// The file is at least `end` bytes long now (after acknowledged writes).
+    pub async fn commit_size(&self, inode: InodeId, end: u64) -> Result<Attr, FsError> {
+        self.inner
+            .master(&CommitSize {
+                op: self.op(),
+                inode,
+                end,
+                mtime: Timestamp::now(),
+            })
+            .await
+    }
+
+    /// Atomically append one record; returns the offset where it landed. The record never
+    /// straddles a chunk: if it does not fit, the chunk is padded and the record goes to the next.
+    pub async fn append(&self, inode: InodeId, record: Bytes) -> Result<u64, FsError> {
+        let cs = self.chunk_size();
+        let len = record.len() as u64;
+        if len > cs {
+            return Err(FsError::InvalidArgument(format!(
+                "record of {len} bytes exceeds the chunk size {cs}"
+            )));
+        }
+        if len == 0 {
+            return Ok(self.getattr(inode).await?.size);
+        }
+        let mut size = self.getattr(inode).await?.size;
+        let deadline = Instant::now() + self.inner.config.retry_deadline;
+        loop {
+            let index = size / cs;
+            let res = self
+                .inner
+                .mutate(
+                    inode,
+                    index,
+                    |data_id| Mutation::Append {
+                        data_id,
+                        len,
+                        chunk_size: cs,
+                    },
+                    Some(record.clone()),
+                )
+                .await;
+            match res {
+                Ok(reply) => {
+                    let at = index * cs + reply.offset;
+                    self.commit_size(inode, at + len).await?;
+                    return Ok(at);
+                }
+                Err(FsError::ChunkFull) => {
+                    // The chunk was padded to its full size; the record goes to the next one.
+                    size = self.commit_size(inode, (index + 1) * cs).await?.size;
+                }
+                Err(e) => return Err(e),
+            }
+            if Instant::now() > deadline {
+                return Err(FsError::Timeout("append kept finding full chunks".into()));
+            }
+        }
+    }
+
+    /// Set the file's size. Bytes past a shrunk end are cut on every replica first, so a later
+    /// extension reads zeros, never old data.
+    pub async fn truncate(&self, inode: InodeId, size: u64) -> Result<Attr, FsError> {
+        let attr = self.getattr(inode).await?;
+        if attr.kind == FileKind::Directory {
+            return Err(FsError::IsADirectory);
+        }
+        let cs = self.chunk_size();
+        // The chunk holding the lower of the two ends keeps bytes only up to it.
+        let cut = size.min(attr.size);
+        let index = cut / cs;
+        if cut % cs != 0 || size > attr.size {
+            let exists = self
+                .inner
+                .master(&GetChunks {
+                    inode,
+                    first_index: index,
+                    count: 1,
+                })
+                .await?
+                .chunks
+                .iter()
+                .any(|c| c.index == index);
+            if exists {
+                self.inner
+                    .mutate(inode, index, |_| Mutation::Truncate { len: cut % cs }, None)
+                    .await?;
+            }
+        }
+        self.inner.locations.lock().unwrap().forget_inode(inode);
+        self.inner
+            .master(&SetAttr {
+                op: self.op(),
+                inode,
+                size: Some(size),
+                mtime: Some(Timestamp::now()),
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Writes are durable on every replica when they return; nothing is buffered here.
+    pub async fn fsync(&self, _inode: InodeId) -> Result<(), FsError> {
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Call the master, retrying on unavailability within the retry deadline. Mutating requests
+    /// carry their OpId, so a retry is applied once.
+    async fn master<R: quarry_proto::Rpc + Clone>(&self, req: &R) -> Result<R::Response, FsError> {
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let mut attempt = 0u32;
+        loop {
+            let idx = *self.master_hint.lock().unwrap() % self.config.masters.len();
+            let addr = &self.config.masters[idx];
+            match self.rpc.call(addr, req).await {
+                Err(FsError::NotLeader { hint }) => {
+                    let mut h = self.master_hint.lock().unwrap();
+                    *h = hint
+                        .and_then(|a| self.config.masters.iter().position(|m| *m == a))
+                        .unwrap_or(idx + 1);
+                }
+                Err(FsError::Unavailable(_)) | Err(FsError::Timeout(_))
+                    if Instant::now() < deadline =>
+                {
+                    *self.master_hint.lock().unwrap() = idx + 1;
+                }
+                other => return other,
+            }
+            if Instant::now() >= deadline {
+                return Err(FsError::Unavailable("no master answered in time".into()));
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn locate(
+        &self,
+        inode: InodeId,
+        index: u64,
+        refresh: bool,
+    ) -> Result<Option<ChunkLocation>, FsError> {
+        if !refresh {
+            if let Some(hit) = self.locations.lock().unwrap().get(inode, index) {
+                return Ok(Some(hit));
+            }
+        }
+        // Fetch a run of chunks at once: sequential readers need the next ones soon.
+        let reply = self
+            .master(&GetChunks {
+                inode,
+                first_index: index,
+                count: 16,
+            })
+            .await?;
+        let mut cache = self.locations.lock().unwrap();
+        for i in index..index + 16 {
+            cache.forget(inode, i);
+        }
+        let mut found = None;
+        for loc in reply.chunks {
+            if loc.index == index {
+                found = Some(loc.clone());
+            }
+            cache.put(inode, loc);
+        }
+        Ok(found)
+    }
+
+    async fn read_chunk_range(
+        &self,
+        inode: InodeId,
+        index: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, FsError> {
+        let mut out = BytesMut::with_capacity(len as usize);
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let n = READ_PIECE_BYTES.min(end - pos);
+            let piece = self.read_piece(inode, index, pos, n).await?;
+            let short = (piece.len() as u64) < n;
+            out.extend_from_slice(&piece);
+            if short {
+                break; // the replica ends here: the rest is a hole
+            }
+            pos += n;
+        }
+        Ok(out.freeze())
+    }
+
+    async fn read_piece(
+        &self,
+        inode: InodeId,
+        index: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, FsError> {
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let mut refresh = false;
+        let mut attempt = 0u32;
+        let mut last_err = None;
+        loop {
+            let Some(loc) = self.locate(inode, index, refresh).await? else {
+                return Ok(Bytes::new()); // a hole
+            };
+            let n = loc.replicas.len();
+            let turn = self.read_turn.fetch_add(1, Ordering::Relaxed) as usize;
+            for k in 0..n {
+                let r = &loc.replicas[(turn + k) % n];
+                let req = ReadChunk {
+                    handle: loc.handle,
+                    version: loc.version,
+                    offset,
+                    len,
+                };
+                match self.rpc.call_read(&r.addr, &req).await {
+                    Ok((_, data)) => return Ok(data),
+                    Err(e) => {
+                        tracing::debug!(server = %r.addr, handle = %loc.handle, "read failed: {e}");
+                        last_err = Some(e);
+                    }
+                }
+            }
+            // Every replica failed (or there were none): the locations may be old.
+            self.locations.lock().unwrap().forget(inode, index);
+            refresh = true;
+            attempt += 1;
+            let give_up = match &last_err {
+                Some(FsError::ChecksumMismatch { .. }) if n > 0 && attempt >= 2 => true,
+                _ => Instant::now() >= deadline || attempt >= 8,
+            };
+            if give_up {
+                return Err(match last_err {
+                    Some(FsError::ChecksumMismatch { handle, block }) => {
+                        FsError::ChecksumMismatch { handle, block }
+                    }
+                    Some(e) => FsError::Unavailable(format!(
+                        "chunk {} of inode {inode}: no replica could be read: {e}",
+                        loc.handle
+                    )),
+                    None => FsError::Unavailable(format!(
+                        "chunk {} of inode {inode} has no live replica",
+                        loc.handle
+                    )),
+                });
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// Get a write grant for chunk `index` of a file (cached while the lease has time left).
+    async fn grant(
+        &self,
+        inode: InodeId,
+        index: u64,
+        fresh: bool,
+        op: OpId,
+    ) -> Result<WriteGrant, FsError> {
+        if !fresh {
+            let grants = self.grants.lock().unwrap();
+            if let Some((g, got)) = grants.get(&(inode, index)) {
+                let margin = Duration::from_millis(g.lease_remaining_ms / 4);
+                if got.elapsed() + margin < Duration::from_millis(g.lease_remaining_ms) {
+                    return Ok(g.clone());
+                }
+            }
+        }
+        let g = self.master(&PrepareWrite { op, inode, index }).await?;
+        let mut grants = self.grants.lock().unwrap();
+        if grants.len() > 4096 {
+            grants
+                .retain(|_, (g, got)| got.elapsed() < Duration::from_millis(g.lease_remaining_ms));
+        }
+        grants.insert((inode, index), (g.clone(), Instant::now()));
+        Ok(g)
+    }
+
+    /// Push `data` (if any) along the replica chain and commit the mutation through the primary,
+    /// retrying with fresh grants on stale leases, versions and dead servers.
+    async fn mutate(
+        &self,
+        inode: InodeId,
+        index: u64,
+        make: impl Fn(DataId) -> Mutation,
+        data: Option<Bytes>,
+    ) -> Result<CommitReply, FsError> {
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let op = OpId {
+            client: self.client_id,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        let mut fresh = false;
+        let mut attempt = 0u32;
+        loop {
+            let result = async {
+                let g = self.grant(inode, index, fresh, op).await?;
+                let data_id = DataId(rand::random());
+                if let Some(data) = &data {
+                    let mut chain: Vec<ServerRef> = Vec::with_capacity(1 + g.secondaries.len());
+                    chain.push(g.primary.clone());
+                    chain.extend(g.secondaries.iter().cloned());
+                    let push = PushData {
+                        data_id,
+                        forward: chain[1..].to_vec(),
+                        crc32c: crc32c::crc32c(data),
+                    };
+                    self.rpc
+                        .call_with_body(&chain[0].addr, &push, data.clone())
+                        .await?;
+                }
+                let commit = CommitMutation {
+                    handle: g.handle,
+                    version: g.version,
+                    mutation: make(data_id),
+                    secondaries: g.secondaries.clone(),
+                };
+                self.rpc.call(&g.primary.addr, &commit).await
+            }
+            .await;
+            match result {
+                Ok(reply) => {
+                    self.locations.lock().unwrap().forget(inode, index);
+                    return Ok(reply);
+                }
+                Err(FsError::ChunkFull) => return Err(FsError::ChunkFull),
+                Err(e) if retryable_write(&e) && Instant::now() < deadline => {
+                    tracing::debug!(%inode, index, attempt, "write retry: {e}");
+                    self.grants.lock().unwrap().remove(&(inode, index));
+                    fresh = true;
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn retryable_write(e: &FsError) -> bool {
+    e.is_retryable() || matches!(e, FsError::Protocol(_) | FsError::Io(_))
+}

@@ -1,0 +1,92 @@
+//! `cluster.toml` (how every command finds the cluster) and the certificates on disk.
+
+use anyhow::{bail, Context};
+use quarry_proto::Role;
+use quarry_transport::certs::{ClusterCa, NodeCert};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_DATA_DIR: &str = "quarry-data";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterFile {
+    /// Master addresses (`host:port`).
+    pub masters: Vec<String>,
+    /// Directory with `ca.pem` and the client certificate (`client.pem`, `client.key`).
+    pub certs: PathBuf,
+    /// The data directory `quarry up` runs in (absent for hand-made cluster files).
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// Ports chosen on first start, kept so that restarts come back at the same addresses.
+    #[serde(default)]
+    pub chunkserver_ports: Vec<u16>,
+    /// Chunk size of the namespace (informational; the master holds the real value).
+    #[serde(default)]
+    pub chunk_size: Option<u64>,
+}
+
+impl ClusterFile {
+    pub fn load(path: &Path) -> anyhow::Result<ClusterFile> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading {} (start a cluster with `quarry up`, or pass --cluster FILE / set QUARRY_CLUSTER)",
+                path.display()
+            )
+        })?;
+        let file: ClusterFile =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if file.masters.is_empty() {
+            bail!("{}: no masters listed", path.display());
+        }
+        Ok(file)
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = format!(
+            "# Written by `quarry up`; other commands find the cluster here.\n{}",
+            toml::to_string_pretty(self)?
+        );
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// Which cluster file a command uses: `--cluster`, then `QUARRY_CLUSTER`, then the default.
+pub fn cluster_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("QUARRY_CLUSTER").map(PathBuf::from))
+        .unwrap_or_else(|| Path::new(DEFAULT_DATA_DIR).join("cluster.toml"))
+}
+
+/// Load the certificate `stem` from `dir`, issuing it with the CA there if it does not exist.
+pub fn load_or_issue(dir: &Path, stem: &str, role: Role, name: &str) -> anyhow::Result<NodeCert> {
+    if dir.join(format!("{stem}.pem")).exists() {
+        let cert = NodeCert::load(dir, stem)?;
+        if cert.role != role {
+            bail!(
+                "{}/{stem}.pem is a {} certificate, not a {role} one",
+                dir.display(),
+                cert.role
+            );
+        }
+        return Ok(cert);
+    }
+    let ca = ClusterCa::load(dir).with_context(|| {
+        format!(
+            "no certificate {stem}.pem in {} and no CA key to issue one",
+            dir.display()
+        )
+    })?;
+    let cert = ca.issue(role, name)?;
+    cert.save(dir, stem)?;
+    Ok(cert)
+}
+
+/// Create the CA (first start) and the client certificate in `dir`.
+pub fn init_certs(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    ClusterCa::load_or_create(dir)?;
+    load_or_issue(dir, "client", Role::Client, "client")?;
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! `quarry up` (an embedded loopback cluster, in one process or as supervised child processes)
+//! and the single-role commands `quarry master` and `quarry chunkserver`.
+
+use crate::cluster::{init_certs, load_or_issue, ClusterFile};
+use anyhow::Context;
+use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
+use quarry_master::{MasterConfig, MasterNode};
+use quarry_proto::Role;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct Tunables {
+    /// Chunk size in bytes (fixed when the namespace is created).
+    #[arg(long, default_value_t = quarry_proto::DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: u64,
+    /// Replicas per chunk.
+    #[arg(long, default_value_t = 3)]
+    pub replication: u32,
+    /// Lease duration of a chunk's primary, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub lease_ms: u64,
+    /// A chunkserver silent this long is considered dead, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub heartbeat_timeout_ms: u64,
+    /// Heartbeat interval of chunkservers, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub heartbeat_ms: u64,
+}
+
+impl Tunables {
+    fn master_config(&self, data: PathBuf) -> MasterConfig {
+        let mut c = MasterConfig::new(data);
+        c.chunk_size = self.chunk_size;
+        c.replication = self.replication;
+        c.lease_duration_ms = self.lease_ms;
+        c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
+        c
+    }
+
+    fn chunkserver_config(&self, data: PathBuf, master: String) -> ChunkserverConfig {
+        let mut c = ChunkserverConfig::new(data, vec![master]);
+        c.heartbeat_interval_ms = self.heartbeat_ms;
+        c
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--chunk-size={}", self.chunk_size),
+            format!("--replication={}", self.replication),
+            format!("--lease-ms={}", self.lease_ms),
+            format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
+            format!("--heartbeat-ms={}", self.heartbeat_ms),
+        ]
+    }
+}
+
+/// Largest chunk a chunkserver accepts (chunk sizes are configurable up to this).
+const MAX_CHUNK_SIZE: u64 = 1 << 30;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    Ok(std::fs::canonicalize(dir)?)
+}
+
+/// The cluster file of a data directory: kept from an earlier start (same ports), else new.
+fn prepare(data: &Path, chunkservers: usize, t: &Tunables) -> anyhow::Result<ClusterFile> {
+    let data = absolute(data)?;
+    let certs = data.join("certs");
+    init_certs(&certs)?;
+    let path = data.join("cluster.toml");
+    let mut file = match ClusterFile::load(&path) {
+        Ok(f) => f,
+        Err(_) => ClusterFile {
+            masters: vec![format!("127.0.0.1:{}", free_port()?)],
+            certs: certs.clone(),
+            data: Some(data.clone()),
+            chunkserver_ports: vec![],
+            chunk_size: Some(t.chunk_size),
+        },
+    };
+    file.certs = certs;
+    file.data = Some(data.clone());
+    while file.chunkserver_ports.len() < chunkservers {
+        file.chunkserver_ports.push(free_port()?);
+    }
+    file.save(&path)?;
+    Ok(file)
+}
+
+fn banner(file: &ClusterFile, data: &Path, chunkservers: usize, mode: &str) {
+    let cluster = data.join("cluster.toml");
+    println!("Quarry is up ({mode}).");
+    println!("  master        {}", file.masters.join(", "));
+    for (i, p) in file.chunkserver_ports.iter().take(chunkservers).enumerate() {
+        println!(
+            "  chunkserver {i} 127.0.0.1:{p}  data {}",
+            data.join(format!("chunkserver-{i}")).display()
+        );
+    }
+    println!("  data          {}", data.display());
+    println!("  cluster file  {}", cluster.display());
+    println!();
+    println!("Next, in another terminal:");
+    println!("  export QUARRY_CLUSTER={}", cluster.display());
+    println!("  quarry put ./some-file /some-file && quarry ls -l /");
+    println!("  quarry status");
+    println!("Ctrl-C stops the cluster; nothing acknowledged is lost.");
+}
+
+pub async fn up(
+    data: &Path,
+    chunkservers: usize,
+    processes: bool,
+    t: &Tunables,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(chunkservers >= 1, "need at least one chunkserver");
+    let file = prepare(data, chunkservers, t)?;
+    let data = file.data.clone().expect("prepare sets data");
+    if processes {
+        return supervise(&file, &data, chunkservers, t).await;
+    }
+    let certs = &file.certs;
+    let master_cert = load_or_issue(certs, "master-0", Role::Master, "master-0")?;
+    let master_addr: SocketAddr = file.masters[0].parse()?;
+    let master = MasterNode::start(
+        t.master_config(data.join("master-0")),
+        &master_cert,
+        master_addr,
+    )
+    .await
+    .with_context(|| format!("starting the master on {master_addr}"))?;
+    let mut nodes = Vec::new();
+    for i in 0..chunkservers {
+        let name = format!("chunkserver-{i}");
+        let cert = load_or_issue(certs, &name, Role::Chunkserver, &name)?;
+        let bind: SocketAddr = format!("127.0.0.1:{}", file.chunkserver_ports[i]).parse()?;
+        let node = ChunkserverNode::start(
+            t.chunkserver_config(data.join(&name), master_addr.to_string()),
+            MAX_CHUNK_SIZE,
+            &cert,
+            bind,
+        )
+        .await
+        .with_context(|| format!("starting {name} on {bind}"))?;
+        nodes.push(node);
+    }
+    banner(&file, &data, chunkservers, "embedded, one process");
+    shutdown_signal().await;
+    println!("Shutting down...");
+    for n in nodes {
+        n.shutdown().await;
+    }
+    master.shutdown().await;
+    println!("Stopped cleanly.");
+    Ok(())
+}
+
+struct Child {
+    name: String,
+    args: Vec<String>,
+    process: Option<tokio::process::Child>,
+    restart_at: Option<tokio::time::Instant>,
+}
+
+/// Run each node as a child process; restart one that exits (after 2 s) until Ctrl-C/SIGTERM.
+async fn supervise(
+    file: &ClusterFile,
+    data: &Path,
+    chunkservers: usize,
+    t: &Tunables,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let certs = file.certs.display().to_string();
+    let mut children = vec![Child {
+        name: "master-0".into(),
+        args: [
+            vec![
+                "master".into(),
+                format!("--data={}", data.join("master-0").display()),
+                format!("--certs={certs}"),
+                format!("--listen={}", file.masters[0]),
+                "--name=master-0".into(),
+            ],
+            t.to_args(),
+        ]
+        .concat(),
+        process: None,
+        restart_at: Some(tokio::time::Instant::now()),
+    }];
+    for i in 0..chunkservers {
+        let name = format!("chunkserver-{i}");
+        children.push(Child {
+            args: [
+                vec![
+                    "chunkserver".into(),
+                    format!("--data={}", data.join(&name).display()),
+                    format!("--certs={certs}"),
+                    format!("--listen=127.0.0.1:{}", file.chunkserver_ports[i]),
+                    format!("--master={}", file.masters[0]),
+                    format!("--name={name}"),
+                ],
+                t.to_args(),
+            ]
+            .concat(),
+            name,
+            process: None,
+            restart_at: Some(tokio::time::Instant::now()),
+        });
+    }
+    let pids_path = data.join("pids");
+    banner(file, data, chunkservers, "one process per node, supervised");
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let mut changed = false;
+        for c in children.iter_mut() {
+            if let Some(p) = c.process.as_mut() {
+                if let Ok(Some(status)) = p.try_wait() {
+                    eprintln!("{} exited ({status}); restarting in 2 s", c.name);
+                    c.process = None;
+                    c.restart_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    changed = true;
+                }
+            }
+            if c.process.is_none()
+                && c.restart_at
+                    .is_some_and(|t| t <= tokio::time::Instant::now())
+            {
+                match tokio::process::Command::new(&exe).args(&c.args).spawn() {
+                    Ok(p) => {
+                        c.process = Some(p);
+                        c.restart_at = None;
+                        changed = true;
+                    }
+                    Err(e) => {
+                        eprintln!("starting {}: {e}", c.name);
+                        c.restart_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+        if changed {
+            let pids: String = children
+                .iter()
+                .filter_map(|c| Some(format!("{}:{}\n", c.name, c.process.as_ref()?.id()?)))
+                .collect();
+            let _ = std::fs::write(&pids_path, pids);
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    println!("Shutting down...");
+    // Chunkservers first, then the master, each asked politely with SIGTERM.
+    for c in children.iter_mut().rev() {
+        if let Some(p) = c.process.as_mut() {
+            if let Some(pid) = p.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(20), p.wait())
+                .await
+                .is_err()
+            {
+                let _ = p.kill().await;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&pids_path);
+    println!("Stopped cleanly.");
+    Ok(())
+}
+
+pub async fn run_master(
+    data: &Path,
+    certs: &Path,
+    listen: SocketAddr,
+    name: &str,
+    t: &Tunables,
+) -> anyhow::Result<()> {
+    let cert = load_or_issue(certs, name, Role::Master, name)?;
+    let node = MasterNode::start(t.master_config(data.to_path_buf()), &cert, listen).await?;
+    tracing::info!(addr = %node.addr(), "master serving");
+    shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn run_chunkserver(
+    data: &Path,
+    certs: &Path,
+    listen: SocketAddr,
+    master: &str,
+    name: &str,
+    t: &Tunables,
+) -> anyhow::Result<()> {
+    let cert = load_or_issue(certs, name, Role::Chunkserver, name)?;
+    let node = ChunkserverNode::start(
+        t.chunkserver_config(data.to_path_buf(), master.to_string()),
+        MAX_CHUNK_SIZE,
+        &cert,
+        listen,
+    )
+    .await?;
+    tracing::info!(addr = %node.addr(), node = %node.node_id(), "chunkserver serving");
+    shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
