@@ -30,11 +30,12 @@ impl ChunkserverNode {
             FileStore::open(&config.data_dir, max_chunk_size)
                 .map_err(|e| anyhow::anyhow!("opening chunk store: {e}"))?,
         );
+        let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
         let server = Chunkserver::new(config, node, store);
         let mut router = Router::new();
         server.routes(&mut router);
         let quic = QuicNode::serve(bind, cert, router).await?;
-        let rpc = RpcClient::new(quic.transport()).with_timeout(Duration::from_secs(30));
+        let rpc = RpcClient::new(quic.transport()).with_timeout(rpc_timeout);
         let heartbeats = server.start(rpc, quic.local_addr().to_string());
         Ok(ChunkserverNode {
             server,

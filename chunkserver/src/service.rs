@@ -27,6 +27,8 @@ pub struct ChunkserverConfig {
     pub push_buffer_bytes: u64,
     /// Pushed data not consumed within this time is dropped.
     pub push_buffer_ttl_ms: u64,
+    /// Timeout of calls to peers and the master (forwarding, applying at secondaries).
+    pub rpc_timeout_ms: u64,
 }
 
 impl ChunkserverConfig {
@@ -38,6 +40,7 @@ impl ChunkserverConfig {
             full_report_interval_ms: 30_000,
             push_buffer_bytes: 1 << 30,
             push_buffer_ttl_ms: 120_000,
+            rpc_timeout_ms: 10_000,
         }
     }
 }
@@ -94,6 +97,8 @@ struct LeaseState {
     version: ChunkVersion,
     expires: Instant,
     next_serial: u64,
+    /// The replicas the master granted the lease with (this server among them).
+    replicas: Vec<quarry_proto::ServerRef>,
 }
 
 pub struct Chunkserver {
@@ -340,14 +345,21 @@ impl Inner {
         let handle = m.handle;
         let lock = self.chunk_lock(handle);
         let _order = lock.lock().await;
-        let serial = {
+        let (serial, secondaries) = {
             let mut leases = self.leases.lock().unwrap();
             let lease = leases
                 .get_mut(&handle)
                 .filter(|l| l.version == m.version && l.expires > Instant::now())
                 .ok_or(FsError::NoLease(handle.0))?;
             lease.next_serial += 1;
-            lease.next_serial
+            // The master's list is authoritative, not the client's.
+            let secondaries: Vec<_> = lease
+                .replicas
+                .iter()
+                .filter(|r| r.id != self.node)
+                .cloned()
+                .collect();
+            (lease.next_serial, secondaries)
         };
         let have = self
             .store
@@ -400,7 +412,7 @@ impl Inner {
             mutation: resolved,
         };
         let mut set = tokio::task::JoinSet::new();
-        for s in m.secondaries {
+        for s in secondaries {
             let rpc = rpc.clone();
             let apply = apply.clone();
             set.spawn(async move {
@@ -540,6 +552,7 @@ impl Inner {
                             version,
                             expires: Instant::now() + Duration::from_millis(ms),
                             next_serial,
+                            replicas: m.replicas.clone(),
                         },
                     );
                 }

@@ -20,7 +20,8 @@ pub async fn connect(file: &ClusterFile) -> anyhow::Result<Connection> {
     })?;
     let node = QuicNode::client(&cert)?;
     let mut config = ClientConfig::new(file.masters.clone());
-    config.retry_deadline = std::time::Duration::from_secs(60);
+    // Long enough to wait out a dead primary's lease (60 s by default) after it is declared dead.
+    config.retry_deadline = std::time::Duration::from_secs(180);
     let client = Client::connect(node.transport(), config)
         .await
         .with_context(|| format!("connecting to the master at {}", file.masters.join(", ")))?;

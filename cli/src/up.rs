@@ -27,6 +27,9 @@ pub struct Tunables {
     /// Heartbeat interval of chunkservers, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub heartbeat_ms: u64,
+    /// Timeout of calls between nodes, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub rpc_timeout_ms: u64,
 }
 
 impl Tunables {
@@ -36,12 +39,14 @@ impl Tunables {
         c.replication = self.replication;
         c.lease_duration_ms = self.lease_ms;
         c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
+        c.rpc_timeout_ms = self.rpc_timeout_ms;
         c
     }
 
     fn chunkserver_config(&self, data: PathBuf, master: String) -> ChunkserverConfig {
         let mut c = ChunkserverConfig::new(data, vec![master]);
         c.heartbeat_interval_ms = self.heartbeat_ms;
+        c.rpc_timeout_ms = self.rpc_timeout_ms;
         c
     }
 
@@ -52,6 +57,7 @@ impl Tunables {
             format!("--lease-ms={}", self.lease_ms),
             format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
             format!("--heartbeat-ms={}", self.heartbeat_ms),
+            format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
         ]
     }
 }

@@ -490,6 +490,12 @@ impl Client {
             }
         }
         self.inner.locations.lock().unwrap().forget_inode(inode);
+        // Chunks past the new end are dropped: their leases must not be used again.
+        self.inner
+            .grants
+            .lock()
+            .unwrap()
+            .retain(|(i, _), _| *i != inode);
         self.inner
             .master(&SetAttr {
                 op: self.op(),
@@ -604,12 +610,13 @@ impl Inner {
         let deadline = Instant::now() + self.config.retry_deadline;
         let mut refresh = false;
         let mut attempt = 0u32;
-        let mut last_err = None;
+        let mut checksum_error = None;
         loop {
             let Some(loc) = self.locate(inode, index, refresh).await? else {
                 return Ok(Bytes::new()); // a hole
             };
             let n = loc.replicas.len();
+            let mut last_err = None;
             let turn = self.read_turn.fetch_add(1, Ordering::Relaxed) as usize;
             for k in 0..n {
                 let r = &loc.replicas[(turn + k) % n];
@@ -623,6 +630,9 @@ impl Inner {
                     Ok((_, data)) => return Ok(data),
                     Err(e) => {
                         tracing::debug!(server = %r.addr, handle = %loc.handle, "read failed: {e}");
+                        if matches!(e, FsError::ChecksumMismatch { .. }) {
+                            checksum_error = Some(e.clone());
+                        }
                         last_err = Some(e);
                     }
                 }
@@ -631,10 +641,19 @@ impl Inner {
             self.locations.lock().unwrap().forget(inode, index);
             refresh = true;
             attempt += 1;
-            let give_up = match &last_err {
-                Some(FsError::ChecksumMismatch { .. }) if n > 0 && attempt >= 2 => true,
-                _ => Instant::now() >= deadline || attempt >= 8,
-            };
+            // With no replica known (a master that just restarted is still collecting chunk
+            // reports) wait until the deadline; with replicas that all failed, retry a few times.
+            // Replicas that failed their checksums are withdrawn by the master: with none left
+            // the data is lost (EIO), not late.
+            let give_up = Instant::now() >= deadline
+                || match &last_err {
+                    Some(FsError::ChecksumMismatch { .. }) => attempt >= 2,
+                    Some(_) => attempt >= 8,
+                    None => checksum_error.is_some(),
+                };
+            if give_up && last_err.is_none() {
+                last_err = checksum_error.take();
+            }
             if give_up {
                 return Err(match last_err {
                     Some(FsError::ChecksumMismatch { handle, block }) => {
@@ -742,6 +761,12 @@ impl Inner {
     }
 }
 
+/// Errors after which a write is retried with a fresh grant. No live chunkserver yet (a master
+/// that just restarted is still hearing from them) is waited out too, within the deadline.
 fn retryable_write(e: &FsError) -> bool {
-    e.is_retryable() || matches!(e, FsError::Protocol(_) | FsError::Io(_))
+    e.is_retryable()
+        || matches!(
+            e,
+            FsError::Protocol(_) | FsError::Io(_) | FsError::NotEnoughServers { .. }
+        )
 }

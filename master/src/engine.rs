@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Default bound of the exactly-once session table (clients remembered).
-pub const DEFAULT_SESSION_LIMIT: usize = 100_000;
+pub const DEFAULT_SESSION_LIMIT: usize = 10_000;
 
 /// Permission bits (and setuid/setgid/sticky) kept in `Attr::mode`.
 pub const MODE_MASK: u32 = 0o7777;
@@ -93,6 +93,12 @@ pub enum Command {
     },
     /// version += 1 (before a lease grant).
     BumpVersion { handle: ChunkHandle },
+    /// Raise the version to `version` if it is lower (the replicas took a bump first; a no-op
+    /// when it is already there). Unknown handles are `ChunkNotFound`.
+    SetVersion {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    },
 }
 
 impl Command {
@@ -106,7 +112,9 @@ impl Command {
             | Command::Rmdir { op, .. }
             | Command::SetAttr { op, .. }
             | Command::CommitSize { op, .. } => Some(*op),
-            Command::AllocateChunk { .. } | Command::BumpVersion { .. } => None,
+            Command::AllocateChunk { .. }
+            | Command::BumpVersion { .. }
+            | Command::SetVersion { .. } => None,
         }
     }
 }
@@ -163,13 +171,16 @@ impl Inode {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
-    seq: u64,
-    result: Output,
+    /// Results of this client's most recent successful requests, by sequence number. A client
+    /// may have several requests in flight, so they can arrive out of order.
+    results: BTreeMap<u64, Output>,
+    /// Every sequence number at or below this was applied and forgotten (or is too old).
+    floor: u64,
     /// Position in `Sessions::lru`.
     tick: u64,
 }
 
-/// Exactly-once table: last applied request of each client, least recently used evicted.
+/// Exactly-once table: the recent results of each client, least recently used clients evicted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Sessions {
     limit: usize,
@@ -178,12 +189,42 @@ struct Sessions {
     lru: BTreeMap<u64, ClientId>,
 }
 
+/// Results remembered per client: a client keeps fewer requests than this in flight.
+pub const SESSION_WINDOW: usize = 256;
+
+enum Seen {
+    Done(Output),
+    Stale,
+    New,
+}
+
 impl Sessions {
+    fn seen(&self, client: ClientId, seq: u64) -> Seen {
+        match self.by_client.get(&client) {
+            None => Seen::New,
+            Some(s) => match s.results.get(&seq) {
+                Some(out) => Seen::Done(out.clone()),
+                None if seq <= s.floor => Seen::Stale,
+                None => Seen::New,
+            },
+        }
+    }
+
     fn record(&mut self, client: ClientId, seq: u64, result: Output) {
         self.tick += 1;
         let tick = self.tick;
-        if let Some(old) = self.by_client.insert(client, Session { seq, result, tick }) {
-            self.lru.remove(&old.tick);
+        let session = self.by_client.entry(client).or_insert_with(|| Session {
+            results: BTreeMap::new(),
+            floor: 0,
+            tick,
+        });
+        self.lru.remove(&session.tick);
+        session.tick = tick;
+        session.results.insert(seq, result);
+        while session.results.len() > SESSION_WINDOW {
+            if let Some((old, _)) = session.results.pop_first() {
+                session.floor = session.floor.max(old);
+            }
         }
         self.lru.insert(tick, client);
         while self.by_client.len() > self.limit {
@@ -269,13 +310,10 @@ impl Engine {
     pub fn apply(&mut self, cmd: &Command) -> Result<Output, FsError> {
         let op = cmd.op().filter(|op| op.client.0 != 0);
         if let Some(op) = op {
-            if let Some(s) = self.sessions.by_client.get(&op.client) {
-                if op.seq == s.seq {
-                    return Ok(s.result.clone());
-                }
-                if op.seq < s.seq {
-                    return Err(stale());
-                }
+            match self.sessions.seen(op.client, op.seq) {
+                Seen::Done(out) => return Ok(out),
+                Seen::Stale => return Err(stale()),
+                Seen::New => {}
             }
         }
         let out = self.apply_inner(cmd)?;
@@ -340,6 +378,17 @@ impl Engine {
             } => self.commit_size(*inode, *end, *mtime, *time),
             Command::AllocateChunk { inode, index, .. } => self.allocate_chunk(*inode, *index),
             Command::BumpVersion { handle } => self.bump_version(*handle),
+            Command::SetVersion { handle, version } => {
+                let info = self
+                    .chunks
+                    .get_mut(handle)
+                    .ok_or(FsError::ChunkNotFound(handle.0))?;
+                info.version = info.version.max(*version);
+                Ok(Output::Chunk {
+                    handle: *handle,
+                    version: info.version,
+                })
+            }
         }
     }
 

@@ -344,7 +344,8 @@ impl OpLog {
                 if *index != next {
                     bail!("log gap: record {index} where {next} was expected");
                 }
-                // Only commands that succeeded were logged; a failure replays as the same no-op.
+                // Commands are logged before they are applied; one that failed then fails the
+                // same way now, changing nothing.
                 let _ = engine.apply(cmd);
                 next += 1;
             }

@@ -5,7 +5,15 @@
 
 use quarry_proto::master::{ChunkserverStatus, Heartbeat, HeartbeatReply};
 use quarry_proto::{ChunkHandle, ChunkVersion, NodeId, ServerRef};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// What a heartbeat yields: the reply, and versions newer than the table that the master must
+/// adopt (through its log).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub reply: HeartbeatReply,
+    pub adopt: Vec<(ChunkHandle, ChunkVersion)>,
+}
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -38,6 +46,8 @@ pub struct Registry {
     locations: HashMap<ChunkHandle, BTreeSet<NodeId>>,
     leases: HashMap<ChunkHandle, Lease>,
     pending_deletes: HashMap<NodeId, Vec<(ChunkHandle, ChunkVersion)>>,
+    /// Replicas that failed a checksum: never offered to readers again.
+    corrupt: HashSet<(ChunkHandle, NodeId)>,
     corrupt_reports: u64,
     dead_after: Duration,
     /// After a master restart no lease is granted on a chunk that existed before it (handle at
@@ -70,6 +80,7 @@ impl Registry {
             locations: HashMap::new(),
             leases: HashMap::new(),
             pending_deletes: HashMap::new(),
+            corrupt: HashSet::new(),
             corrupt_reports: 0,
             dead_after,
             no_grants_before,
@@ -102,7 +113,7 @@ impl Registry {
         hb: &Heartbeat,
         table: &impl ChunkTable,
         now: Instant,
-    ) -> HeartbeatReply {
+    ) -> Report {
         let known = self.servers.contains_key(&hb.node);
         let server = self.servers.entry(hb.node).or_insert_with(|| Server {
             id: hb.node,
@@ -122,12 +133,15 @@ impl Registry {
         server.active_requests = hb.active_requests;
         server.bytes_read = hb.bytes_read;
         server.bytes_written = hb.bytes_written;
-        let mut reply = HeartbeatReply {
-            delete: self.pending_deletes.remove(&hb.node).unwrap_or_default(),
-            want_report: false,
+        let mut out = Report {
+            reply: HeartbeatReply {
+                delete: self.pending_deletes.remove(&hb.node).unwrap_or_default(),
+                want_report: false,
+            },
+            adopt: Vec::new(),
         };
         match &hb.chunks {
-            None => reply.want_report = !known,
+            None => out.reply.want_report = !known,
             Some(report) => {
                 server.chunks = report.len() as u64;
                 for set in self.locations.values_mut() {
@@ -137,17 +151,61 @@ impl Registry {
                 self.locations
                     .retain(|h, set| !set.is_empty() && table.version_of(*h).is_some());
                 for &(handle, version) in report {
-                    match table.version_of(handle) {
-                        Some(current) if version >= current => {
-                            self.locations.entry(handle).or_default().insert(hb.node);
+                    let Some(current) = table.version_of(handle) else {
+                        // No longer in any file.
+                        out.reply.delete.push((handle, version));
+                        continue;
+                    };
+                    if self.corrupt.contains(&(handle, hb.node)) {
+                        continue; // failed its checksum: never a location again
+                    }
+                    if version >= current {
+                        // Newer than the table: a bump reached the replicas before the master
+                        // logged it (then crashed or timed out). The replicas are right.
+                        if version > current {
+                            out.adopt.push((handle, version));
                         }
-                        // Stale (missed a version bump while away) or no longer in any file.
-                        _ => reply.delete.push((handle, version)),
+                        self.locations.entry(handle).or_default().insert(hb.node);
+                    } else if self
+                        .locations
+                        .get(&handle)
+                        .is_some_and(|set| set.iter().any(|n| *n != hb.node))
+                    {
+                        // Stale (missed a bump while away) and a current replica exists.
+                        out.reply.delete.push((handle, version));
+                    } else {
+                        // Stale, but no current replica is known: keep it rather than lose the
+                        // last copy; it is not served (reads carry the current version).
+                        tracing::warn!(%handle, node = %hb.node, have = %version, want = %current,
+                            "only stale replicas of this chunk are known; keeping them");
                     }
                 }
             }
         }
-        reply
+        out
+    }
+
+    /// The replicas at the current version are exactly `nodes` (after a version bump).
+    pub fn set_locations(&mut self, handle: ChunkHandle, nodes: impl IntoIterator<Item = NodeId>) {
+        let set: BTreeSet<NodeId> = nodes.into_iter().collect();
+        for n in &set {
+            if !self.locations.get(&handle).is_some_and(|s| s.contains(n)) {
+                if let Some(s) = self.servers.get_mut(n) {
+                    s.chunks += 1;
+                }
+            }
+        }
+        self.locations.insert(handle, set);
+    }
+
+    /// `node` may hold `handle` at a version no newer than `version` but missed the bump to it:
+    /// it is stale; have it deleted (a current replica exists elsewhere).
+    pub fn mark_stale(&mut self, handle: ChunkHandle, node: NodeId, version: ChunkVersion) {
+        self.remove_location(handle, node);
+        self.pending_deletes
+            .entry(node)
+            .or_default()
+            .push((handle, version));
     }
 
     /// A replica that acknowledged a version bump (or was created) holds the current version.
@@ -167,6 +225,7 @@ impl Registry {
 
     pub fn report_corrupt(&mut self, handle: ChunkHandle, node: NodeId) {
         self.corrupt_reports += 1;
+        self.corrupt.insert((handle, node));
         self.remove_location(handle, node);
     }
 
@@ -177,6 +236,7 @@ impl Registry {
     /// The chunk no longer exists in the namespace: forget it, and have its holders delete it.
     pub fn forget_chunk(&mut self, handle: ChunkHandle) {
         self.leases.remove(&handle);
+        self.corrupt.retain(|(h, _)| *h != handle);
         if let Some(set) = self.locations.remove(&handle) {
             for node in set {
                 self.pending_deletes
@@ -324,9 +384,11 @@ mod tests {
     fn report_keeps_current_and_deletes_stale_and_unknown() {
         let t0 = Instant::now();
         let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
-        let reply = r.heartbeat(&hb(1, Some(vec![(1, 3), (2, 1), (9, 1)])), &table, t0);
+        let reply = r
+            .heartbeat(&hb(1, Some(vec![(1, 3), (2, 1), (9, 1)])), &table, t0)
+            .reply;
         assert_eq!(reply.delete, vec![(ChunkHandle(9), ChunkVersion(1))]);
-        let reply = r.heartbeat(&hb(2, Some(vec![(1, 2)])), &table, t0);
+        let reply = r.heartbeat(&hb(2, Some(vec![(1, 2)])), &table, t0).reply;
         assert_eq!(
             reply.delete,
             vec![(ChunkHandle(1), ChunkVersion(2))],
@@ -337,11 +399,56 @@ mod tests {
     }
 
     #[test]
+    fn the_last_copies_are_kept_even_when_stale() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        // Chunk 1 is at version 3 in the table, but every replica says 2.
+        for n in 1..=3 {
+            let reply = r.heartbeat(&hb(n, Some(vec![(1, 2)])), &table, t0).reply;
+            assert!(reply.delete.is_empty(), "server {n} must keep its copy");
+        }
+        assert!(r.live_replicas(ChunkHandle(1), t0).is_empty());
+    }
+
+    #[test]
+    fn newer_versions_are_adopted_and_served() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        let out = r.heartbeat(&hb(1, Some(vec![(1, 4)])), &table, t0);
+        assert_eq!(out.adopt, vec![(ChunkHandle(1), ChunkVersion(4))]);
+        assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1)]);
+    }
+
+    #[test]
+    fn corrupt_replicas_do_not_come_back_with_a_report() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        r.heartbeat(&hb(1, Some(vec![(1, 3)])), &table, t0);
+        r.heartbeat(&hb(2, Some(vec![(1, 3)])), &table, t0);
+        r.report_corrupt(ChunkHandle(1), NodeId(1));
+        r.heartbeat(&hb(1, Some(vec![(1, 3)])), &table, t0);
+        assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(2)]);
+    }
+
+    #[test]
+    fn a_replica_that_missed_a_bump_is_deleted_up_to_that_version() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        r.heartbeat(&hb(1, Some(vec![(1, 3)])), &table, t0);
+        r.heartbeat(&hb(2, Some(vec![(1, 3)])), &table, t0);
+        r.set_locations(ChunkHandle(1), [NodeId(1)]);
+        r.mark_stale(ChunkHandle(1), NodeId(2), ChunkVersion(3));
+        let reply = r.heartbeat(&hb(2, None), &table, t0).reply;
+        assert_eq!(reply.delete, vec![(ChunkHandle(1), ChunkVersion(3))]);
+        assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1)]);
+    }
+
+    #[test]
     fn unknown_server_without_report_is_asked_for_one() {
         let t0 = Instant::now();
         let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
-        assert!(r.heartbeat(&hb(1, None), &table, t0).want_report);
-        assert!(!r.heartbeat(&hb(1, None), &table, t0).want_report);
+        assert!(r.heartbeat(&hb(1, None), &table, t0).reply.want_report);
+        assert!(!r.heartbeat(&hb(1, None), &table, t0).reply.want_report);
     }
 
     #[test]
@@ -419,7 +526,7 @@ mod tests {
         let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
         r.heartbeat(&hb(1, Some(vec![(1, 3)])), &table, t0);
         r.forget_chunk(ChunkHandle(1));
-        let reply = r.heartbeat(&hb(1, None), &table, t0);
+        let reply = r.heartbeat(&hb(1, None), &table, t0).reply;
         assert_eq!(reply.delete, vec![(ChunkHandle(1), ChunkVersion(u64::MAX))]);
         assert!(r.locations(ChunkHandle(1)).is_empty());
     }

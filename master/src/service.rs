@@ -11,7 +11,7 @@ use crate::registry::{Lease, Registry};
 use quarry_proto::chunk::BumpVersion;
 use quarry_proto::master::*;
 use quarry_proto::{
-    Attr, ChunkHandle, ChunkLocation, ChunkVersion, FsError, InodeId, OpId, ServerRef, Timestamp,
+    Attr, ChunkHandle, ChunkLocation, ChunkVersion, FsError, InodeId, ServerRef, Timestamp,
 };
 use quarry_transport::{Reply, Request, Router, RpcClient};
 use std::path::PathBuf;
@@ -83,13 +83,6 @@ impl Master {
         std::fs::create_dir_all(&config.data_dir)?;
         let log_dir = config.data_dir.join("oplog");
         let (oplog, engine, index) = OpLog::open(&log_dir, config.chunk_size, Timestamp::now())?;
-        if engine.chunk_size() != config.chunk_size {
-            tracing::warn!(
-                stored = engine.chunk_size(),
-                configured = config.chunk_size,
-                "chunk size is fixed when the namespace is created; using the stored one"
-            );
-        }
         let now = Instant::now();
         // Leases granted before a restart may still be valid: grant none until they have expired.
         let newest_handle = engine
@@ -284,6 +277,37 @@ impl Inner {
             .ok_or_else(|| FsError::Unavailable("master endpoint not ready".into()))
     }
 
+    /// The chunk handles of `inode` (empty if it is not a regular file).
+    fn handles_of(&self, inode: InodeId) -> Vec<ChunkHandle> {
+        self.engine
+            .read()
+            .unwrap()
+            .chunks(inode, 0, u32::MAX)
+            .map(|c| c.into_iter().map(|(_, h, _)| h).collect())
+            .unwrap_or_default()
+    }
+
+    /// The chunks of the file at `parent/name`, if that is a file.
+    fn handles_at(&self, parent: InodeId, name: &str) -> Vec<ChunkHandle> {
+        let inode = self.engine.read().unwrap().lookup(parent, name).map(|a| a.inode);
+        inode.map(|i| self.handles_of(i)).unwrap_or_default()
+    }
+
+    /// Chunks a namespace change dropped: end their leases and have their holders delete them
+    /// (through the next heartbeat replies), so no write can land in them any more.
+    fn forget_dropped(&self, handles: Vec<ChunkHandle>) {
+        if handles.is_empty() {
+            return;
+        }
+        let engine = self.engine.read().unwrap();
+        let mut registry = self.registry.lock().unwrap();
+        for h in handles {
+            if engine.chunk(h).is_none() {
+                registry.forget_chunk(h);
+            }
+        }
+    }
+
     async fn cluster_info(&self, _req: Request<ClusterInfo>) -> Result<ClusterInfoReply, FsError> {
         Ok(ClusterInfoReply {
             chunk_size: self.engine.read().unwrap().chunk_size(),
@@ -352,6 +376,7 @@ impl Inner {
 
     async fn rename(&self, req: Request<Rename>) -> Result<(), FsError> {
         let m = req.msg;
+        let replaced = self.handles_at(m.dst_parent, &m.dst_name);
         self.submit(Command::Rename {
             op: m.op,
             src_parent: m.src_parent,
@@ -361,11 +386,13 @@ impl Inner {
             time: now_ts(),
         })
         .await?;
+        self.forget_dropped(replaced);
         Ok(())
     }
 
     async fn unlink(&self, req: Request<Unlink>) -> Result<(), FsError> {
         let m = req.msg;
+        let dropped = self.handles_at(m.parent, &m.name);
         self.submit(Command::Unlink {
             op: m.op,
             parent: m.parent,
@@ -373,6 +400,7 @@ impl Inner {
             time: now_ts(),
         })
         .await?;
+        self.forget_dropped(dropped);
         Ok(())
     }
 
@@ -390,7 +418,12 @@ impl Inner {
 
     async fn set_attr(&self, req: Request<SetAttr>) -> Result<Attr, FsError> {
         let m = req.msg;
-        attr_of(
+        let before = if m.size.is_some() {
+            self.handles_of(m.inode)
+        } else {
+            Vec::new()
+        };
+        let attr = attr_of(
             self.submit(Command::SetAttr {
                 op: m.op,
                 inode: m.inode,
@@ -403,7 +436,9 @@ impl Inner {
                 time: now_ts(),
             })
             .await?,
-        )
+        )?;
+        self.forget_dropped(before);
+        Ok(attr)
     }
 
     async fn commit_size(&self, req: Request<CommitSize>) -> Result<Attr, FsError> {
@@ -490,7 +525,7 @@ impl Inner {
                 }
             }
         };
-        self.grant(handle, fresh, m.op).await
+        self.grant(handle, fresh).await
     }
 
     /// A lease that is valid for a while longer, whose replicas are all alive.
@@ -520,21 +555,24 @@ impl Inner {
         })
     }
 
-    /// Grant a lease on `handle`: bump its version through the log, tell every live replica, then
-    /// give the primary its lease. Never while another lease may still be valid, except that the
-    /// current primary may be re-granted (the version bump supersedes its old lease).
-    async fn grant(
-        &self,
-        handle: ChunkHandle,
-        fresh: bool,
-        _op: OpId,
-    ) -> Result<WriteGrant, FsError> {
+    /// Grant a lease on `handle`. The replicas move to version v+1 first, then the master logs
+    /// v+1 (so a crash in between leaves replicas ahead of the table, which the master adopts
+    /// from their reports — never behind it with every copy stale), then the primary gets its
+    /// lease. Never while another lease may still be valid, except that the current primary may
+    /// be re-granted (the version bump ends its old lease and drops dead secondaries).
+    async fn grant(&self, handle: ChunkHandle, fresh: bool) -> Result<WriteGrant, FsError> {
         let now = Instant::now();
+        let current = self
+            .engine
+            .read()
+            .unwrap()
+            .chunk(handle)
+            .ok_or(FsError::ChunkNotFound(handle.0))?
+            .version;
         let (replicas, current_primary) = {
             let registry = self.registry.lock().unwrap();
             let mut replicas = if fresh {
-                let want = self.config.replication as usize;
-                registry.place(want, now, handle.0)
+                registry.place(self.config.replication as usize, now, handle.0)
             } else {
                 registry.live_replicas(handle, now)
             };
@@ -552,14 +590,13 @@ impl Inner {
             };
             if let Some(p) = current_primary {
                 // Keep the live primary first so its lease is renewed rather than moved.
-                if let Some(pos) = replicas.iter().position(|r| r.id == p) {
-                    let r = replicas.remove(pos);
-                    replicas.insert(0, r);
-                } else {
+                let Some(pos) = replicas.iter().position(|r| r.id == p) else {
                     return Err(FsError::Unavailable(format!(
                         "chunk {handle}: the lease holder is not a current replica"
                     )));
-                }
+                };
+                let r = replicas.remove(pos);
+                replicas.insert(0, r);
             }
             (replicas, current_primary)
         };
@@ -573,10 +610,7 @@ impl Inner {
                 FsError::Unavailable(format!("chunk {handle}: no live replica"))
             });
         }
-        let version = match self.submit(Command::BumpVersion { handle }).await? {
-            Output::Chunk { version, .. } => version,
-            other => return Err(FsError::Io(format!("unexpected output {other:?}"))),
-        };
+        let version = ChunkVersion(current.0 + 1);
         let rpc = self.rpc()?;
         // Phase 1: every replica moves to the new version (or is created at it).
         let calls = replicas.clone().into_iter().map(|r| {
@@ -598,38 +632,53 @@ impl Inner {
                 (r, res)
             }
         });
-        let results = futures_join_all(calls).await;
         let mut ok: Vec<ServerRef> = Vec::new();
-        {
-            let mut registry = self.registry.lock().unwrap();
-            for (r, res) in results {
-                match res {
-                    Ok(()) => {
-                        registry.add_location(handle, r.id);
-                        ok.push(r);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%handle, server = %r.addr, "version bump failed: {e}");
-                        registry.remove_location(handle, r.id);
-                    }
+        let mut failed: Vec<ServerRef> = Vec::new();
+        for (r, res) in futures_join_all(calls).await {
+            match res {
+                Ok(()) => ok.push(r),
+                Err(e) => {
+                    tracing::warn!(%handle, server = %r.addr, "version bump failed: {e}");
+                    failed.push(r);
                 }
             }
         }
-        // Completion order is arbitrary: keep the chosen order (the current primary first).
-        ok.sort_by_key(|r| replicas.iter().position(|x| x.id == r.id));
         if ok.is_empty() {
+            // Nothing changed anywhere that matters: the table keeps the old version.
             return Err(FsError::Unavailable(format!(
                 "chunk {handle}: no replica accepted version {version}"
             )));
         }
+        // Completion order is arbitrary: keep the chosen order (the current primary first).
+        ok.sort_by_key(|r| replicas.iter().position(|x| x.id == r.id));
+        match self
+            .submit(Command::SetVersion { handle, version })
+            .await?
+        {
+            Output::Chunk { version: v, .. } if v == version => {}
+            other => {
+                return Err(FsError::Unavailable(format!(
+                    "chunk {handle}: version moved concurrently ({other:?})"
+                )))
+            }
+        }
+        {
+            let mut registry = self.registry.lock().unwrap();
+            registry.set_locations(handle, ok.iter().map(|r| r.id));
+            for r in &failed {
+                // It may or may not have taken the bump; either way it misses what follows.
+                registry.mark_stale(handle, r.id, version);
+            }
+        }
         if let Some(p) = current_primary {
             if ok[0].id != p {
                 return Err(FsError::Unavailable(format!(
-                    "chunk {handle}: lease holder did not take the new version"
+                    "chunk {handle}: the lease holder did not take the new version; retry"
                 )));
             }
         }
-        // Phase 2: the lease, counted from before the grant is sent.
+        // Phase 2: the lease. The master counts it from before the grant is sent, plus the
+        // longest the grant can travel, so its view never ends before the primary's.
         let lease_ms = self.config.lease_duration_ms;
         let sent_at = Instant::now();
         rpc.call(
@@ -649,7 +698,9 @@ impl Inner {
                 primary: ok[0].id,
                 version,
                 replicas: ok.iter().map(|r| r.id).collect(),
-                expires: sent_at + Duration::from_millis(lease_ms),
+                expires: sent_at
+                    + Duration::from_millis(lease_ms)
+                    + Duration::from_millis(self.config.rpc_timeout_ms),
             },
         );
         let primary = ok.remove(0);
@@ -672,14 +723,20 @@ impl Inner {
     }
 
     async fn heartbeat(&self, req: Request<Heartbeat>) -> Result<HeartbeatReply, FsError> {
-        let engine = self.engine.read().unwrap();
-        let table = |h: ChunkHandle| -> Option<ChunkVersion> { engine.chunk(h).map(|c| c.version) };
-        let reply = self
-            .registry
-            .lock()
-            .unwrap()
-            .heartbeat(&req.msg, &table, Instant::now());
-        Ok(reply)
+        let report = {
+            let engine = self.engine.read().unwrap();
+            let table =
+                |h: ChunkHandle| -> Option<ChunkVersion> { engine.chunk(h).map(|c| c.version) };
+            self.registry
+                .lock()
+                .unwrap()
+                .heartbeat(&req.msg, &table, Instant::now())
+        };
+        for (handle, version) in report.adopt {
+            tracing::warn!(%handle, %version, "adopting a version the replicas took before the log");
+            self.submit(Command::SetVersion { handle, version }).await?;
+        }
+        Ok(report.reply)
     }
 
     async fn cluster_status(
@@ -715,6 +772,7 @@ impl Inner {
             replication: self.config.replication,
             under_replicated_chunks: under,
             missing_chunks: missing,
+            corrupt_reports: registry.corrupt_reports(),
         })
     }
 }

@@ -936,15 +936,22 @@ fn duplicate_request_returns_cached_result() {
 }
 
 #[test]
-fn older_request_is_stale() {
+fn out_of_order_requests_apply_once_and_forgotten_ones_are_stale() {
     let mut e = new();
     apply(&mut e, client_mkdir(9, 5, "a")).unwrap();
+    // A request sent earlier but arriving later (several in flight) still applies, once.
+    let b = apply(&mut e, client_mkdir(9, 4, "b")).unwrap();
+    assert_eq!(apply(&mut e, client_mkdir(9, 4, "b")), Ok(b));
+    // Gaps are allowed.
+    assert!(apply(&mut e, client_mkdir(9, 9, "c")).is_ok());
+    // Once a window of newer results pushed seq 4 out, it is stale rather than applied twice.
+    for seq in 10..10 + quarry_master::engine::SESSION_WINDOW as u64 {
+        apply(&mut e, client_mkdir(9, seq, &format!("d{seq}"))).unwrap();
+    }
     assert_eq!(
         apply(&mut e, client_mkdir(9, 4, "b")),
         Err(FsError::InvalidArgument("stale request".into()))
     );
-    // Gaps are allowed.
-    assert!(apply(&mut e, client_mkdir(9, 9, "b")).is_ok());
 }
 
 #[test]
@@ -991,7 +998,11 @@ fn session_table_evicts_least_recently_used() {
         apply(&mut e, client_mkdir(3, 1, "d")),
         Ok(Output::Attr(_))
     ));
-    assert!(invalid(apply(&mut e, client_mkdir(1, 1, "x"))));
+    // Client 1's first request is still in its window: the cached result, not a new "x".
+    assert!(matches!(
+        apply(&mut e, client_mkdir(1, 1, "x")),
+        Ok(Output::Attr(a)) if a.inode == e.lookup(ROOT, "a").unwrap().inode
+    ));
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub struct CommitMutation {
     pub handle: ChunkHandle,
     pub version: ChunkVersion,
     pub mutation: Mutation,
+    /// The secondaries the client pushed to (informational: the primary applies the mutation on
+    /// the replica list the master gave it with the lease).
     pub secondaries: Vec<ServerRef>,
 }
 

@@ -249,5 +249,7 @@ pub struct ClusterStatusReply {
     pub replication: u32,
     pub under_replicated_chunks: u64,
     pub missing_chunks: u64,
+    /// Replicas reported corrupt (failed checksums) since the master started.
+    pub corrupt_reports: u64,
 }
 rpc!(ClusterStatus => ClusterStatusReply, ClusterStatus, [Client, Master, Chunkserver]);
