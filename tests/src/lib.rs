@@ -1,1 +1,487 @@
-//! placeholder
+//! `quarry-tests`: the one loopback-cluster harness every integration test uses.
+//!
+//! [`Cluster`] runs a master and N chunkservers in this process over real QUIC with mutual TLS
+//! (ports chosen by the OS, data in a temporary directory). [`ProcCluster`] runs the same nodes as
+//! `quarry` child processes, so a test can `kill -9` one and restart it. Both wait on observable
+//! state (the master's status), never on fixed sleeps, and clean up what they started.
+
+use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
+use quarry_client::{Client, ClientConfig};
+use quarry_master::{MasterConfig, MasterNode};
+use quarry_proto::master::ClusterStatusReply;
+use quarry_proto::Role;
+use quarry_transport::certs::{ClusterCa, NodeCert};
+use quarry_transport::quic::QuicNode;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Largest chunk the harness's chunkservers accept.
+pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub chunkservers: usize,
+    pub chunk_size: u64,
+    pub replication: u32,
+    pub lease_ms: u64,
+    pub heartbeat_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunkservers: 3,
+            chunk_size: quarry_proto::DEFAULT_CHUNK_SIZE,
+            replication: 3,
+            lease_ms: 4_000,
+            heartbeat_ms: 200,
+            heartbeat_timeout_ms: 2_000,
+            rpc_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Options {
+    pub fn chunk_size(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes;
+        self
+    }
+
+    pub fn chunkservers(mut self, n: usize) -> Self {
+        self.chunkservers = n;
+        self
+    }
+
+    fn master_config(&self, dir: PathBuf) -> MasterConfig {
+        let mut c = MasterConfig::new(dir);
+        c.chunk_size = self.chunk_size;
+        c.replication = self.replication;
+        c.lease_duration_ms = self.lease_ms;
+        c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
+        c.rpc_timeout_ms = self.rpc_timeout_ms;
+        c
+    }
+
+    fn chunkserver_config(&self, dir: PathBuf, master: SocketAddr) -> ChunkserverConfig {
+        let mut c = ChunkserverConfig::new(dir, vec![master.to_string()]);
+        c.heartbeat_interval_ms = self.heartbeat_ms;
+        c.rpc_timeout_ms = self.rpc_timeout_ms;
+        c
+    }
+
+    fn flags(&self) -> Vec<String> {
+        vec![
+            format!("--chunk-size={}", self.chunk_size),
+            format!("--replication={}", self.replication),
+            format!("--lease-ms={}", self.lease_ms),
+            format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
+            format!("--heartbeat-ms={}", self.heartbeat_ms),
+            format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
+        ]
+    }
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, or fail after `limit` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The CA, the client certificate and `cluster.toml` of a test cluster.
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: ClusterCa,
+}
+
+impl Certs {
+    pub fn create(dir: &Path) -> Certs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = ClusterCa::load_or_create(dir).unwrap();
+        ca.issue(Role::Client, "client")
+            .unwrap()
+            .save(dir, "client")
+            .unwrap();
+        Certs {
+            dir: dir.to_path_buf(),
+            ca,
+        }
+    }
+
+    pub fn issue(&self, role: Role, name: &str) -> NodeCert {
+        let cert = self.ca.issue(role, name).unwrap();
+        cert.save(&self.dir, name).unwrap();
+        cert
+    }
+
+    pub fn client_cert(&self) -> NodeCert {
+        NodeCert::load(&self.dir, "client").unwrap()
+    }
+}
+
+/// A client connected over QUIC; keeps its endpoint alive.
+pub struct TestClient {
+    pub client: Client,
+    pub node: QuicNode,
+}
+
+impl std::ops::Deref for TestClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+async fn connect_client(certs: &Certs, master: SocketAddr, retry: Duration) -> TestClient {
+    let node = QuicNode::client(&certs.client_cert()).unwrap();
+    let mut config = ClientConfig::new(vec![master.to_string()]);
+    config.rpc_timeout = Duration::from_secs(10);
+    config.retry_deadline = retry;
+    let client = Client::connect(node.transport(), config).await.unwrap();
+    TestClient { client, node }
+}
+
+async fn alive_count(client: &Client) -> Option<ClusterStatusReply> {
+    client.cluster_status().await.ok()
+}
+
+/// Write `DIR/cluster.toml` so the `quarry` CLI can talk to the cluster.
+fn write_cluster_file(dir: &Path, certs: &Path, master: SocketAddr) -> PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "masters = [\"{master}\"]\ncerts = \"{}\"\n",
+            certs.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Master and chunkservers in this process.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub opts: Options,
+    pub certs: Certs,
+    pub master_addr: SocketAddr,
+    master: Option<MasterNode>,
+    chunkservers: Vec<Option<ChunkserverNode>>,
+    chunkserver_addrs: Vec<SocketAddr>,
+    pub cluster_file: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start(opts: Options) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certs::create(&dir.path().join("certs"));
+        let master_cert = certs.issue(Role::Master, "master-0");
+        let master = MasterNode::start(
+            opts.master_config(dir.path().join("master-0")),
+            &master_cert,
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let master_addr = master.addr();
+        let cluster_file = write_cluster_file(dir.path(), &certs.dir, master_addr);
+        let mut c = Cluster {
+            dir,
+            opts,
+            certs,
+            master_addr,
+            master: Some(master),
+            chunkservers: Vec::new(),
+            chunkserver_addrs: Vec::new(),
+            cluster_file,
+        };
+        for i in 0..c.opts.chunkservers {
+            let node = c.start_chunkserver(i, "127.0.0.1:0".parse().unwrap()).await;
+            c.chunkserver_addrs.push(node.addr());
+            c.chunkservers.push(Some(node));
+        }
+        c.wait_alive(c.opts.chunkservers).await;
+        c
+    }
+
+    pub fn chunkserver_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("chunkserver-{i}"))
+    }
+
+    async fn start_chunkserver(&self, i: usize, bind: SocketAddr) -> ChunkserverNode {
+        let name = format!("chunkserver-{i}");
+        let cert = self.certs.issue(Role::Chunkserver, &name);
+        ChunkserverNode::start(
+            self.opts
+                .chunkserver_config(self.chunkserver_dir(i), self.master_addr),
+            MAX_CHUNK_SIZE,
+            &cert,
+            bind,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub fn chunkserver(&self, i: usize) -> &ChunkserverNode {
+        self.chunkservers[i].as_ref().expect("chunkserver is running")
+    }
+
+    pub async fn client(&self) -> TestClient {
+        connect_client(&self.certs, self.master_addr, Duration::from_secs(60)).await
+    }
+
+    /// Wait until the master sees `n` live chunkservers.
+    pub async fn wait_alive(&self, n: usize) {
+        let client = self.client().await;
+        wait_for(
+            &format!("{n} live chunkservers"),
+            Duration::from_secs(30),
+            || async {
+                let s = alive_count(&client).await?;
+                (s.chunkservers.iter().filter(|c| c.alive).count() == n).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub async fn stop_chunkserver(&mut self, i: usize) {
+        if let Some(node) = self.chunkservers[i].take() {
+            node.shutdown().await;
+        }
+    }
+
+    pub async fn restart_chunkserver(&mut self, i: usize) {
+        assert!(self.chunkservers[i].is_none(), "stop it first");
+        let node = self.start_chunkserver(i, self.chunkserver_addrs[i]).await;
+        self.chunkservers[i] = Some(node);
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.chunkservers.len() {
+            self.stop_chunkserver(i).await;
+        }
+        if let Some(m) = self.master.take() {
+            m.shutdown().await;
+        }
+    }
+}
+
+/// The `quarry` binary: `$QUARRY_BIN`, else next to the test executable's `deps/` directory.
+pub fn quarry_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("QUARRY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("quarry");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p quarry) or set QUARRY_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Run the `quarry` CLI against a cluster file; returns (success, stdout, stderr).
+pub fn run_cli(cluster_file: &Path, args: &[&str]) -> (bool, Vec<u8>, String) {
+    let out = std::process::Command::new(quarry_bin())
+        .arg(format!("--cluster={}", cluster_file.display()))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `quarry master` or `quarry chunkserver` child process.
+struct Proc {
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl Proc {
+    fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let child = std::process::Command::new(quarry_bin())
+            .args(&self.args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The same nodes as child processes, so tests can `kill -9` them.
+pub struct ProcCluster {
+    pub dir: tempfile::TempDir,
+    pub opts: Options,
+    pub certs: Certs,
+    pub master_addr: SocketAddr,
+    master: Proc,
+    chunkservers: Vec<Proc>,
+    pub cluster_file: PathBuf,
+}
+
+impl ProcCluster {
+    pub async fn start(opts: Options) -> ProcCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certs::create(&dir.path().join("certs"));
+        let master_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let certs_flag = format!("--certs={}", certs.dir.display());
+        let mut master = Proc {
+            args: [
+                vec![
+                    "master".to_string(),
+                    format!("--data={}", dir.path().join("master-0").display()),
+                    certs_flag.clone(),
+                    format!("--listen={master_addr}"),
+                    "--name=master-0".into(),
+                ],
+                opts.flags(),
+            ]
+            .concat(),
+            child: None,
+        };
+        master.spawn();
+        let mut chunkservers = Vec::new();
+        for i in 0..opts.chunkservers {
+            let mut p = Proc {
+                args: [
+                    vec![
+                        "chunkserver".to_string(),
+                        format!("--data={}", dir.path().join(format!("chunkserver-{i}")).display()),
+                        certs_flag.clone(),
+                        format!("--listen=127.0.0.1:{}", free_port()),
+                        format!("--master={master_addr}"),
+                        format!("--name=chunkserver-{i}"),
+                    ],
+                    opts.flags(),
+                ]
+                .concat(),
+                child: None,
+            };
+            p.spawn();
+            chunkservers.push(p);
+        }
+        let cluster_file = write_cluster_file(dir.path(), &certs.dir, master_addr);
+        let c = ProcCluster {
+            dir,
+            opts,
+            certs,
+            master_addr,
+            master,
+            chunkservers,
+            cluster_file,
+        };
+        c.wait_alive(c.opts.chunkservers).await;
+        c
+    }
+
+    pub async fn client(&self) -> TestClient {
+        connect_client(&self.certs, self.master_addr, Duration::from_secs(90)).await
+    }
+
+    pub async fn wait_alive(&self, n: usize) {
+        let client = self.client().await;
+        wait_for(
+            &format!("{n} live chunkservers"),
+            Duration::from_secs(60),
+            || async {
+                let s = alive_count(&client).await?;
+                (s.chunkservers.iter().filter(|c| c.alive).count() == n).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub fn kill9_master(&mut self) {
+        self.master.kill9();
+    }
+
+    pub fn restart_master(&mut self) {
+        self.master.spawn();
+    }
+
+    pub fn kill9_chunkserver(&mut self, i: usize) {
+        self.chunkservers[i].kill9();
+    }
+
+    pub fn restart_chunkserver(&mut self, i: usize) {
+        self.chunkservers[i].spawn();
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for p in self.chunkservers.iter_mut() {
+            p.kill9();
+        }
+        self.master.kill9();
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
