@@ -403,13 +403,14 @@ impl Inner {
             Mutation::Truncate { len } => len,
             Mutation::Append { .. } => unreachable!("resolved above"),
         };
-        let chunk_len = self.apply_local(handle, m.version, &resolved).await?;
+        // The secondaries apply while this replica does (each fsyncs before answering); the
+        // chunk lock stays held until all are done, so every replica sees the same order.
         let rpc = self.rpc()?;
         let apply = ApplyMutation {
             handle,
             version: m.version,
             serial,
-            mutation: resolved,
+            mutation: resolved.clone(),
         };
         let mut set = tokio::task::JoinSet::new();
         for s in secondaries {
@@ -421,6 +422,7 @@ impl Inner {
                     .map_err(|e| (s.addr.clone(), e))
             });
         }
+        let local = self.apply_local(handle, m.version, &resolved).await;
         let mut failure = None;
         while let Some(res) = set.join_next().await {
             match res {
@@ -440,6 +442,7 @@ impl Inner {
                 }
             }
         }
+        let chunk_len = local?;
         if let Some(e) = failure {
             return Err(e);
         }

@@ -171,6 +171,7 @@ impl RpcClient {
     }
 
     fn timeout_error<R: Rpc>(&self, addr: &str) -> FsError {
+        self.transport.forget(addr);
         timeout_error::<R>(addr, self.timeout)
     }
 }

@@ -57,4 +57,8 @@ pub trait Transport: Send + Sync + 'static {
     fn open(&self, addr: &str) -> BoxFuture<'_, Result<(SendHalf, RecvHalf), FsError>>;
     /// This node's identity (role and name from its certificate).
     fn identity(&self) -> &Identity;
+    /// A call to `addr` timed out: stop reusing the cached connection (the peer may have died
+    /// and come back at the same address, which QUIC cannot tell until its idle timeout). Calls
+    /// in flight on it go on; the next `open` dials afresh.
+    fn forget(&self, _addr: &str) {}
 }

@@ -496,4 +496,8 @@ impl Transport for QuicTransport {
     fn identity(&self) -> &Identity {
         &self.identity
     }
+
+    fn forget(&self, addr: &str) {
+        self.conns.lock().expect("poisoned").remove(addr);
+    }
 }
