@@ -90,7 +90,24 @@ struct Buffered {
 #[derive(Default)]
 struct PushBuffers {
     map: HashMap<DataId, Buffered>,
+    /// Bytes held in `map`.
     bytes: u64,
+    /// Bytes claimed by pushes still arriving.
+    reserved: u64,
+}
+
+/// Room claimed in the push buffers; given back when dropped unless the data was stored.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    len: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            self.inner.buffers.lock().unwrap().reserved -= self.len;
+        }
+    }
 }
 
 struct LeaseState {
@@ -227,9 +244,9 @@ impl Inner {
         Ok(data)
     }
 
-    /// Keep a copy of pushed data for the secondaries' sake? No: each replica holds its own copy
-    /// from the push; the primary consumes its own.
-    fn store_buffer(&self, id: DataId, data: Bytes) -> Result<(), FsError> {
+    /// Claim room for `len` bytes of pushed data before receiving them, so the buffers' bound
+    /// holds while pushes are still arriving (expired buffers are dropped first).
+    fn reserve(&self, len: u64) -> Result<Reservation<'_>, FsError> {
         let mut b = self.buffers.lock().unwrap();
         let ttl = Duration::from_millis(self.config.push_buffer_ttl_ms);
         let now = Instant::now();
@@ -242,17 +259,26 @@ impl Inner {
             keep
         });
         b.bytes -= freed;
-        if b.bytes + data.len() as u64 > self.config.push_buffer_bytes {
+        if b.bytes + b.reserved + len > self.config.push_buffer_bytes {
             return Err(FsError::Unavailable(format!(
-                "push buffers full ({} bytes waiting)",
-                b.bytes
+                "push buffers full ({} bytes waiting, {} arriving)",
+                b.bytes, b.reserved
             )));
         }
+        b.reserved += len;
+        Ok(Reservation { inner: self, len })
+    }
+
+    /// Keep pushed data until a mutation consumes it (each replica holds its own copy).
+    fn store_buffer(&self, id: DataId, data: Bytes, mut room: Reservation<'_>) {
+        let mut b = self.buffers.lock().unwrap();
+        b.reserved -= room.len;
+        room.len = 0;
         b.bytes += data.len() as u64;
-        if let Some(old) = b.map.insert(id, Buffered { data, arrived: now }) {
+        let arrived = Instant::now();
+        if let Some(old) = b.map.insert(id, Buffered { data, arrived }) {
             b.bytes -= old.data.len() as u64;
         }
-        Ok(())
     }
 
     async fn push_data(&self, req: Request<PushData>) -> Reply<()> {
@@ -268,6 +294,7 @@ impl Inner {
                 "push of {len} bytes is too large"
             )));
         }
+        let room = self.reserve(len)?;
         let mut downstream = match msg.forward.split_first() {
             Some((next, rest)) => {
                 let fwd = PushData {
@@ -294,7 +321,7 @@ impl Inner {
                 msg.data_id
             )));
         }
-        self.store_buffer(msg.data_id, buf.freeze())?;
+        self.store_buffer(msg.data_id, buf.freeze(), room);
         if let Some(d) = downstream {
             d.finish().await?;
         }

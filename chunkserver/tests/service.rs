@@ -1,0 +1,376 @@
+//! The chunkserver service over the in-memory network with in-memory stores: the write pipeline
+//! (push along a chain, commit at the primary, apply at secondaries), leases and versions, the
+//! push-buffer bound, and corruption reports — each checked through the RPCs alone.
+
+use bytes::Bytes;
+use quarry_chunkserver::store::{ChunkStore, MemStore};
+use quarry_chunkserver::{Chunkserver, ChunkserverConfig};
+use quarry_proto::chunk::*;
+use quarry_proto::master::{Heartbeat, HeartbeatReply, ReportBadChunk};
+use quarry_proto::{ChunkHandle, ChunkVersion, DataId, FsError, Role, ServerRef};
+use quarry_transport::mem::MemNetwork;
+use quarry_transport::{Identity, Reply, Request, Router, RpcClient};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const H: ChunkHandle = ChunkHandle(7);
+
+struct Net {
+    net: MemNetwork,
+    stores: Vec<Arc<MemStore>>,
+    servers: Vec<ServerRef>,
+    master: RpcClient,
+    client: RpcClient,
+    reports: Arc<Mutex<Vec<ReportBadChunk>>>,
+    _nodes: Vec<Chunkserver>,
+}
+
+fn setup(n: usize, push_buffer_bytes: u64) -> Net {
+    let net = MemNetwork::new(1);
+    // A stand-in master that answers heartbeats and records corruption reports.
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let mut router = Router::new();
+    router.route::<Heartbeat, _, _>(|_req: Request<Heartbeat>| async {
+        Reply::ok(HeartbeatReply::default())
+    });
+    let seen = reports.clone();
+    router.route::<ReportBadChunk, _, _>(move |req: Request<ReportBadChunk>| {
+        seen.lock().unwrap().push(req.msg);
+        async { Reply::ok(()) }
+    });
+    let master_t = net.serve("master", Identity::new(Role::Master, "master"), router);
+    let mut stores = Vec::new();
+    let mut servers = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let addr = format!("cs{i}");
+        let store = Arc::new(MemStore::new(1 << 20, 64 << 20));
+        let mut config = ChunkserverConfig::new(std::env::temp_dir(), vec!["master".into()]);
+        config.push_buffer_bytes = push_buffer_bytes;
+        config.heartbeat_interval_ms = 50;
+        let node = quarry_proto::NodeId(100 + i as u64);
+        let server = Chunkserver::new(config, node, store.clone() as Arc<dyn ChunkStore>);
+        let mut router = Router::new();
+        server.routes(&mut router);
+        let t = net.serve(&addr, Identity::new(Role::Chunkserver, &addr), router);
+        server.start(RpcClient::new(t), addr.clone());
+        stores.push(store);
+        servers.push(ServerRef { id: node, addr });
+        nodes.push(server);
+    }
+    let client = RpcClient::new(net.client("client", Identity::new(Role::Client, "client")))
+        .with_timeout(Duration::from_secs(5));
+    Net {
+        net,
+        stores,
+        servers,
+        master: RpcClient::new(master_t).with_timeout(Duration::from_secs(5)),
+        client,
+        reports,
+        _nodes: nodes,
+    }
+}
+
+impl Net {
+    /// Create the chunk at `version` everywhere and give server 0 the lease.
+    async fn grant(&self, version: u64, create: bool) {
+        for s in &self.servers {
+            self.master
+                .call(
+                    &s.addr,
+                    &BumpVersion {
+                        handle: H,
+                        version: ChunkVersion(version),
+                        create,
+                        lease_ms: None,
+                        replicas: self.servers.clone(),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        self.master
+            .call(
+                &self.servers[0].addr,
+                &BumpVersion {
+                    handle: H,
+                    version: ChunkVersion(version),
+                    create: false,
+                    lease_ms: Some(10_000),
+                    replicas: self.servers.clone(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn push(&self, id: u64, data: &[u8]) -> Result<(), FsError> {
+        let push = PushData {
+            data_id: DataId(id),
+            forward: self.servers[1..].to_vec(),
+            crc32c: crc32c::crc32c(data),
+        };
+        self.client
+            .call_with_body(&self.servers[0].addr, &push, Bytes::copy_from_slice(data))
+            .await
+    }
+
+    async fn commit(&self, version: u64, mutation: Mutation) -> Result<CommitReply, FsError> {
+        self.client
+            .call(
+                &self.servers[0].addr,
+                &CommitMutation {
+                    handle: H,
+                    version: ChunkVersion(version),
+                    mutation,
+                    secondaries: vec![],
+                },
+            )
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_write_lands_on_every_replica_in_the_same_order() {
+    let n = setup(3, 64 << 20);
+    n.grant(2, true).await;
+    for i in 0..20u64 {
+        let data = vec![i as u8; 1000 + i as usize * 37];
+        n.push(i, &data).await.unwrap();
+        let reply = n
+            .commit(
+                2,
+                Mutation::Write {
+                    offset: i * 500,
+                    data_id: DataId(i),
+                    len: data.len() as u64,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.offset, i * 500);
+    }
+    let v = ChunkVersion(2);
+    let first = n.stores[0].read(H, v, 0, 1 << 20).unwrap();
+    assert!(!first.is_empty());
+    for s in &n.stores[1..] {
+        assert_eq!(s.read(H, v, 0, 1 << 20).unwrap(), first);
+    }
+}
+
+#[tokio::test]
+async fn appends_are_placed_by_the_primary_and_pad_a_full_chunk() {
+    let n = setup(2, 64 << 20);
+    n.grant(2, true).await;
+    let rec = vec![9u8; 300_000];
+    let mut offsets = Vec::new();
+    for i in 0..4u64 {
+        n.push(i, &rec).await.unwrap();
+        let res = n
+            .commit(
+                2,
+                Mutation::Append {
+                    data_id: DataId(i),
+                    len: rec.len() as u64,
+                    chunk_size: 1 << 20,
+                },
+            )
+            .await;
+        match res {
+            Ok(r) => offsets.push(r.offset),
+            Err(e) => {
+                assert_eq!(e, FsError::ChunkFull, "the 4th record does not fit");
+                assert_eq!(i, 3);
+            }
+        }
+    }
+    assert_eq!(offsets, vec![0, 300_000, 600_000]);
+    for s in &n.stores {
+        assert_eq!(
+            s.len(H, ChunkVersion(2)).unwrap(),
+            1 << 20,
+            "padded to the chunk size"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_lease_or_an_old_version_is_refused() {
+    let n = setup(2, 64 << 20);
+    n.grant(2, true).await;
+    n.push(1, b"hello").await.unwrap();
+    let w = Mutation::Write {
+        offset: 0,
+        data_id: DataId(1),
+        len: 5,
+    };
+    assert_eq!(
+        n.commit(1, w.clone()).await.unwrap_err(),
+        FsError::NoLease(H.0)
+    );
+    // A new version on every replica, no lease yet: the old lease is gone.
+    for s in &n.servers {
+        n.master
+            .call(
+                &s.addr,
+                &BumpVersion {
+                    handle: H,
+                    version: ChunkVersion(3),
+                    create: false,
+                    lease_ms: None,
+                    replicas: n.servers.clone(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        n.commit(2, w.clone()).await.unwrap_err(),
+        FsError::NoLease(H.0)
+    );
+    // A secondary refuses a mutation at another version than its own.
+    let err = n
+        .master
+        .call(
+            &n.servers[1].addr,
+            &ApplyMutation {
+                handle: H,
+                version: ChunkVersion(2),
+                serial: 1,
+                mutation: Mutation::Truncate { len: 0 },
+            },
+        )
+        .await
+        .unwrap_err();
+    // The master's identity may not call ApplyMutation at all; a chunkserver's may.
+    assert!(matches!(err, FsError::PermissionDenied(_)), "{err:?}");
+    let peer = RpcClient::new(
+        n.net
+            .client("cs-x", Identity::new(Role::Chunkserver, "cs-x")),
+    );
+    let err = peer
+        .call(
+            &n.servers[1].addr,
+            &ApplyMutation {
+                handle: H,
+                version: ChunkVersion(2),
+                serial: 1,
+                mutation: Mutation::Truncate { len: 0 },
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        FsError::StaleVersion {
+            have: 3,
+            request: 2
+        }
+    );
+    // Lowering a version is refused.
+    let err = n
+        .master
+        .call(
+            &n.servers[0].addr,
+            &BumpVersion {
+                handle: H,
+                version: ChunkVersion(2),
+                create: false,
+                lease_ms: None,
+                replicas: vec![],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        FsError::StaleVersion {
+            have: 3,
+            request: 2
+        }
+    );
+}
+
+#[tokio::test]
+async fn pushes_beyond_the_buffer_bound_are_refused_until_consumed() {
+    let n = setup(1, 100_000);
+    n.grant(2, true).await;
+    n.push(1, &[1u8; 60_000]).await.unwrap();
+    let err = n.push(2, &[2u8; 60_000]).await.unwrap_err();
+    assert!(matches!(err, FsError::Unavailable(_)), "{err:?}");
+    n.commit(
+        2,
+        Mutation::Write {
+            offset: 0,
+            data_id: DataId(1),
+            len: 60_000,
+        },
+    )
+    .await
+    .unwrap();
+    n.push(2, &[2u8; 60_000]).await.unwrap();
+    // A push whose bytes do not match its checksum is refused and not kept.
+    let bad = PushData {
+        data_id: DataId(3),
+        forward: vec![],
+        crc32c: 0,
+    };
+    let err = n
+        .client
+        .call_with_body(&n.servers[0].addr, &bad, Bytes::from_static(b"xyz"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FsError::Protocol(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_corrupt_read_is_an_error_and_reported_to_the_master() {
+    let n = setup(1, 64 << 20);
+    n.grant(2, true).await;
+    n.push(1, &[5u8; 70_000]).await.unwrap();
+    n.commit(
+        2,
+        Mutation::Write {
+            offset: 0,
+            data_id: DataId(1),
+            len: 70_000,
+        },
+    )
+    .await
+    .unwrap();
+    n.stores[0].corrupt(H, 66_000);
+    let read = |offset, len| ReadChunk {
+        handle: H,
+        version: ChunkVersion(2),
+        offset,
+        len,
+    };
+    // The first block is fine; the second is not served.
+    let (_, ok) = n
+        .client
+        .call_read(&n.servers[0].addr, &read(0, 1000))
+        .await
+        .unwrap();
+    assert_eq!(&ok[..], &[5u8; 1000][..]);
+    let err = n
+        .client
+        .call_read(&n.servers[0].addr, &read(65_000, 2000))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        FsError::ChecksumMismatch {
+            handle: H.0,
+            block: 1
+        }
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while n.reports.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report reached the master"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(n.reports.lock().unwrap()[0].handle, H);
+}
