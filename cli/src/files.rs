@@ -191,6 +191,10 @@ fn mode_string(a: &Attr) -> String {
         FileKind::Directory => 'd',
         FileKind::Symlink => 'l',
         FileKind::File => '-',
+        FileKind::Fifo => 'p',
+        FileKind::CharDevice => 'c',
+        FileKind::BlockDevice => 'b',
+        FileKind::Socket => 's',
     };
     let mut s = String::with_capacity(10);
     s.push(kind);

@@ -14,7 +14,7 @@ use quarry_proto::chunk::{CommitMutation, CommitReply, Mutation, PushData, ReadC
 use quarry_proto::master::*;
 use quarry_proto::{
     Attr, ChunkLocation, ClientId, DataId, DirEntry, FileKind, FsError, InodeId, OpId, ServerRef,
-    Timestamp,
+    Timestamp, XattrFlags,
 };
 use quarry_transport::{RpcClient, Transport};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +45,7 @@ impl ClientConfig {
 }
 
 /// Bytes read from chunkservers per request.
-pub const READ_PIECE_BYTES: u64 = 4 << 20;
+pub const READ_PIECE_BYTES: u64 = 8 << 20;
 
 #[derive(Clone)]
 pub struct Client {
@@ -259,6 +259,153 @@ impl Client {
                 src_name: src_name.to_string(),
                 dst_parent,
                 dst_name: dst_name.to_string(),
+                flags: 0,
+            })
+            .await
+    }
+
+    /// `renameat2`: `flags` is 0, [`quarry_proto::RENAME_NOREPLACE`] or
+    /// [`quarry_proto::RENAME_EXCHANGE`].
+    pub async fn rename_flags(
+        &self,
+        src_parent: InodeId,
+        src_name: &str,
+        dst_parent: InodeId,
+        dst_name: &str,
+        flags: u32,
+    ) -> Result<(), FsError> {
+        self.inner
+            .master(&Rename {
+                op: self.op(),
+                src_parent,
+                src_name: src_name.to_string(),
+                dst_parent,
+                dst_name: dst_name.to_string(),
+                flags,
+            })
+            .await
+    }
+
+    /// Create a symlink `parent/name` pointing at `target` (mode 0o777).
+    pub async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr, FsError> {
+        self.inner
+            .master(&Symlink {
+                op: self.op(),
+                parent,
+                name: name.to_string(),
+                target: target.to_string(),
+                uid,
+                gid,
+            })
+            .await
+    }
+
+    /// The target of a symlink.
+    pub async fn readlink(&self, inode: InodeId) -> Result<String, FsError> {
+        self.inner.master(&ReadLink { inode }).await
+    }
+
+    /// Create a fifo, device, socket or empty regular file (metadata only).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mknod(
+        &self,
+        parent: InodeId,
+        name: &str,
+        kind: FileKind,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr, FsError> {
+        self.inner
+            .master(&Mknod {
+                op: self.op(),
+                parent,
+                name: name.to_string(),
+                kind,
+                mode,
+                rdev,
+                uid,
+                gid,
+            })
+            .await
+    }
+
+    /// Hard link: `new_parent/new_name` names `inode` too. Returns its attributes (nlink raised).
+    pub async fn link(
+        &self,
+        inode: InodeId,
+        new_parent: InodeId,
+        new_name: &str,
+    ) -> Result<Attr, FsError> {
+        self.inner
+            .master(&Link {
+                op: self.op(),
+                inode,
+                new_parent,
+                new_name: new_name.to_string(),
+            })
+            .await
+    }
+
+    pub async fn setxattr(
+        &self,
+        inode: InodeId,
+        name: &str,
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> Result<(), FsError> {
+        self.inner
+            .master(&SetXattr {
+                op: self.op(),
+                inode,
+                name: name.to_string(),
+                value: value.to_vec(),
+                flags,
+            })
+            .await
+    }
+
+    pub async fn getxattr(&self, inode: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
+        self.inner
+            .master(&GetXattr {
+                inode,
+                name: name.to_string(),
+            })
+            .await
+    }
+
+    pub async fn listxattr(&self, inode: InodeId) -> Result<Vec<String>, FsError> {
+        self.inner.master(&ListXattr { inode }).await
+    }
+
+    pub async fn removexattr(&self, inode: InodeId, name: &str) -> Result<(), FsError> {
+        self.inner
+            .master(&RemoveXattr {
+                op: self.op(),
+                inode,
+                name: name.to_string(),
+            })
+            .await
+    }
+
+    /// Record (`hold` = true) or drop this client's open hold on `inode`. A held file whose last
+    /// name is unlinked stays readable and writable by inode until the hold is dropped. Holds
+    /// are a set: call once at the first open and once after the last release.
+    pub async fn hold_open(&self, inode: InodeId, hold: bool) -> Result<(), FsError> {
+        self.inner
+            .master(&HoldOpen {
+                op: self.op(),
+                inode,
+                client: self.inner.client_id,
+                hold,
             })
             .await
     }
@@ -340,6 +487,21 @@ impl Client {
         }
         let end = file_size.min(offset.saturating_add(len));
         let cs = self.chunk_size();
+        if offset / cs == (end - 1) / cs {
+            // Within one chunk (the common case): hand back the reply's buffer, no copy.
+            let n = end - offset;
+            let piece = self
+                .inner
+                .read_chunk_range(inode, offset / cs, offset % cs, n)
+                .await?;
+            if piece.len() as u64 == n {
+                return Ok(piece);
+            }
+            let mut out = BytesMut::with_capacity(n as usize);
+            out.extend_from_slice(&piece);
+            out.resize(n as usize, 0); // past the replica's end, inside the file: a hole
+            return Ok(out.freeze());
+        }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end {
@@ -584,6 +746,9 @@ impl Inner {
         offset: u64,
         len: u64,
     ) -> Result<Bytes, FsError> {
+        if len <= READ_PIECE_BYTES {
+            return self.read_piece(inode, index, offset, len).await;
+        }
         let mut out = BytesMut::with_capacity(len as usize);
         let mut pos = offset;
         let end = offset + len;

@@ -1,8 +1,10 @@
 //! The master's namespace and chunk table as a deterministic state machine (sans-IO).
 //!
-//! [`Engine`] holds every inode (directories, files), the chunk table (which chunk handle holds
-//! which chunk of which file, at which version) and the exactly-once session table. It changes
-//! only through [`Engine::apply`] of a logged [`Command`]; everything else is a read-only query.
+//! [`Engine`] holds every inode (directories, regular files, symlinks, fifos, devices, sockets),
+//! their extended attributes, the open holds of clients, the chunk table (which chunk handle
+//! holds which chunk of which file, at which version) and the exactly-once session table. It
+//! changes only through [`Engine::apply`] of a logged [`Command`]; everything else is a read-only
+//! query.
 //!
 //! This module must stay pure: it does no IO, reads no clock, draws no random numbers and keeps no
 //! hash-ordered state. The result of `apply` depends only on the engine and the command (time is a
@@ -11,19 +13,29 @@
 //!
 //! A command either succeeds or changes nothing: every operation validates first and mutates
 //! after. Only successful results are recorded in the session table.
+//!
+//! Links: a directory has exactly one entry naming it (and its `parent`); any other inode may be
+//! named by several entries (hard links), counted by `attr.nlink`. When the last entry goes the
+//! inode is dropped with its chunks, unless a client holds it open ([`Command::HoldOpen`]): then
+//! it stays as an *orphan* (nlink 0, reachable by inode only) until its last hold is dropped.
 
 use quarry_proto::{
     split_path, validate_name, Attr, ChunkHandle, ChunkVersion, ClientId, DirEntry, FileKind,
-    FsError, InodeId, OpId, Timestamp,
+    FsError, InodeId, OpId, Timestamp, XattrFlags, MAX_LINKS, MAX_SYMLINK_BYTES,
+    MAX_XATTR_NAME_BYTES, MAX_XATTR_TOTAL_BYTES, MAX_XATTR_VALUE_BYTES, RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Default bound of the exactly-once session table (clients remembered).
 pub const DEFAULT_SESSION_LIMIT: usize = 10_000;
 
 /// Permission bits (and setuid/setgid/sticky) kept in `Attr::mode`.
 pub const MODE_MASK: u32 = 0o7777;
+const S_ISUID: u32 = 0o4000;
+const S_ISGID: u32 = 0o2000;
+const S_IXGRP: u32 = 0o0010;
 
 /// One logged, deterministic mutation of the [`Engine`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,12 +59,14 @@ pub enum Command {
         exclusive: bool,
         time: Timestamp,
     },
+    /// `flags`: 0, `RENAME_NOREPLACE` or `RENAME_EXCHANGE`.
     Rename {
         op: OpId,
         src_parent: InodeId,
         src_name: String,
         dst_parent: InodeId,
         dst_name: String,
+        flags: u32,
         time: Timestamp,
     },
     Unlink {
@@ -76,6 +90,8 @@ pub enum Command {
         size: Option<u64>,
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
+        /// Clear S_ISUID (and S_ISGID when S_IXGRP is set) on a non-directory, after `mode`.
+        clear_suid: bool,
         time: Timestamp,
     },
     CommitSize {
@@ -85,6 +101,58 @@ pub enum Command {
         mtime: Timestamp,
         time: Timestamp,
     },
+    Symlink {
+        op: OpId,
+        parent: InodeId,
+        name: String,
+        target: String,
+        uid: u32,
+        gid: u32,
+        time: Timestamp,
+    },
+    /// A fifo, device, socket or empty regular file.
+    Mknod {
+        op: OpId,
+        parent: InodeId,
+        name: String,
+        kind: FileKind,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+        time: Timestamp,
+    },
+    Link {
+        op: OpId,
+        inode: InodeId,
+        new_parent: InodeId,
+        new_name: String,
+        time: Timestamp,
+    },
+    SetXattr {
+        op: OpId,
+        inode: InodeId,
+        name: String,
+        value: Vec<u8>,
+        flags: XattrFlags,
+        time: Timestamp,
+    },
+    RemoveXattr {
+        op: OpId,
+        inode: InodeId,
+        name: String,
+        time: Timestamp,
+    },
+    /// Add (`hold`) or remove the hold of `client` on `inode`. Dropping the last hold of an
+    /// orphan drops it and its chunks.
+    HoldOpen {
+        op: OpId,
+        inode: InodeId,
+        client: ClientId,
+        hold: bool,
+    },
+    /// Drop every hold of a client that went away (orphans it held last are dropped).
+    DropClientHolds { client: ClientId },
     /// Give chunk `index` of the file a new handle at version 1 (error AlreadyExists if it has one).
     AllocateChunk {
         inode: InodeId,
@@ -111,8 +179,15 @@ impl Command {
             | Command::Unlink { op, .. }
             | Command::Rmdir { op, .. }
             | Command::SetAttr { op, .. }
-            | Command::CommitSize { op, .. } => Some(*op),
-            Command::AllocateChunk { .. }
+            | Command::CommitSize { op, .. }
+            | Command::Symlink { op, .. }
+            | Command::Mknod { op, .. }
+            | Command::Link { op, .. }
+            | Command::SetXattr { op, .. }
+            | Command::RemoveXattr { op, .. }
+            | Command::HoldOpen { op, .. } => Some(*op),
+            Command::DropClientHolds { .. }
+            | Command::AllocateChunk { .. }
             | Command::BumpVersion { .. }
             | Command::SetVersion { .. } => None,
         }
@@ -138,9 +213,11 @@ pub struct ChunkInfo {
     pub version: ChunkVersion,
 }
 
-/// Namespace totals (for StatFs and status pages).
+/// Namespace totals (for StatFs and status pages). Orphans count until they are dropped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
+    /// Regular files and special files (fifos, devices, sockets); each inode once, however many
+    /// links it has.
     pub files: u64,
     pub directories: u64,
     pub symlinks: u64,
@@ -151,21 +228,36 @@ pub struct Counts {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Data {
-    Dir { entries: BTreeMap<String, InodeId> },
-    File { chunks: BTreeMap<u64, ChunkHandle> },
+    /// `parent`: the directory holding its only entry (the root is its own parent).
+    Dir {
+        parent: InodeId,
+        entries: BTreeMap<String, InodeId>,
+    },
+    File {
+        chunks: BTreeMap<u64, ChunkHandle>,
+    },
+    Symlink {
+        target: String,
+    },
+    /// Fifo, device or socket: `attr` says which.
+    Special,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Inode {
+    /// `attr.nlink` is the link count of a non-directory (its number of entries).
     attr: Attr,
-    /// The directory holding this inode's only link (the root is its own parent).
-    parent: InodeId,
+    xattrs: BTreeMap<String, Vec<u8>>,
     data: Data,
 }
 
 impl Inode {
     fn is_dir(&self) -> bool {
         matches!(self.data, Data::Dir { .. })
+    }
+
+    fn xattr_bytes(&self) -> usize {
+        self.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 }
 
@@ -246,10 +338,26 @@ pub struct Engine {
     chunks: BTreeMap<ChunkHandle, ChunkInfo>,
     counts: Counts,
     sessions: Sessions,
+    /// Open holds by inode, and the same pairs by client (for [`Command::DropClientHolds`]).
+    holds: BTreeMap<InodeId, BTreeSet<ClientId>>,
+    holds_by_client: BTreeSet<(ClientId, InodeId)>,
 }
 
 fn stale() -> FsError {
     FsError::InvalidArgument("stale request".into())
+}
+
+fn validate_xattr_name(name: &str) -> Result<(), FsError> {
+    if name.is_empty() || name.len() > MAX_XATTR_NAME_BYTES {
+        return Err(FsError::OutOfRange(format!(
+            "attribute name of {} bytes",
+            name.len()
+        )));
+    }
+    if name.contains('\0') {
+        return Err(FsError::InvalidArgument("NUL in attribute name".into()));
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -257,21 +365,10 @@ impl Engine {
     pub fn new(chunk_size: u64, time: Timestamp) -> Engine {
         assert!(chunk_size > 0, "chunk size must be positive");
         let root = Inode {
-            attr: Attr {
-                inode: InodeId::ROOT,
-                kind: FileKind::Directory,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                nlink: 2,
-                atime: time,
-                mtime: time,
-                ctime: time,
-                crtime: time,
-            },
-            parent: InodeId::ROOT,
+            attr: Self::new_attr(InodeId::ROOT, FileKind::Directory, 0o755, 0, 0, time),
+            xattrs: BTreeMap::new(),
             data: Data::Dir {
+                parent: InodeId::ROOT,
                 entries: BTreeMap::new(),
             },
         };
@@ -291,6 +388,8 @@ impl Engine {
                 by_client: BTreeMap::new(),
                 lru: BTreeMap::new(),
             },
+            holds: BTreeMap::new(),
+            holds_by_client: BTreeSet::new(),
         }
     }
 
@@ -349,9 +448,10 @@ impl Engine {
                 src_name,
                 dst_parent,
                 dst_name,
+                flags,
                 time,
                 ..
-            } => self.rename(*src_parent, src_name, *dst_parent, dst_name, *time),
+            } => self.rename(*src_parent, src_name, *dst_parent, dst_name, *flags, *time),
             Command::Unlink {
                 parent, name, time, ..
             } => self.unlink(*parent, name, *time),
@@ -366,9 +466,22 @@ impl Engine {
                 size,
                 atime,
                 mtime,
+                clear_suid,
                 time,
                 ..
-            } => self.setattr(*inode, *mode, *uid, *gid, *size, *atime, *mtime, *time),
+            } => self.setattr(
+                *inode,
+                SetAttrArgs {
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    size: *size,
+                    atime: *atime,
+                    mtime: *mtime,
+                    clear_suid: *clear_suid,
+                },
+                *time,
+            ),
             Command::CommitSize {
                 inode,
                 end,
@@ -376,6 +489,61 @@ impl Engine {
                 time,
                 ..
             } => self.commit_size(*inode, *end, *mtime, *time),
+            Command::Symlink {
+                parent,
+                name,
+                target,
+                uid,
+                gid,
+                time,
+                ..
+            } => self.symlink(*parent, name, target, *uid, *gid, *time),
+            Command::Mknod {
+                parent,
+                name,
+                kind,
+                mode,
+                rdev,
+                uid,
+                gid,
+                time,
+                ..
+            } => self.mknod(*parent, name, *kind, *mode, *rdev, *uid, *gid, *time),
+            Command::Link {
+                inode,
+                new_parent,
+                new_name,
+                time,
+                ..
+            } => self.link(*inode, *new_parent, new_name, *time),
+            Command::SetXattr {
+                inode,
+                name,
+                value,
+                flags,
+                time,
+                ..
+            } => self.set_xattr(*inode, name, value, *flags, *time),
+            Command::RemoveXattr {
+                inode, name, time, ..
+            } => self.remove_xattr(*inode, name, *time),
+            Command::HoldOpen {
+                inode,
+                client,
+                hold,
+                ..
+            } => self.hold_open(*inode, *client, *hold),
+            Command::DropClientHolds { client } => {
+                let held: Vec<InodeId> = self
+                    .holds_by_client
+                    .range((*client, InodeId(0))..=(*client, InodeId(u64::MAX)))
+                    .map(|(_, i)| *i)
+                    .collect();
+                for inode in held {
+                    self.release(inode, *client);
+                }
+                Ok(Output::Unit)
+            }
             Command::AllocateChunk { inode, index, .. } => self.allocate_chunk(*inode, *index),
             Command::BumpVersion { handle } => self.bump_version(*handle),
             Command::SetVersion { handle, version } => {
@@ -406,15 +574,21 @@ impl Engine {
 
     fn entries(&self, dir: InodeId) -> Result<&BTreeMap<String, InodeId>, FsError> {
         match &self.inode(dir)?.data {
-            Data::Dir { entries } => Ok(entries),
-            Data::File { .. } => Err(FsError::NotADirectory),
+            Data::Dir { entries, .. } => Ok(entries),
+            _ => Err(FsError::NotADirectory),
         }
     }
 
     fn entries_mut(&mut self, dir: InodeId) -> &mut BTreeMap<String, InodeId> {
         match &mut self.inode_mut(dir).data {
-            Data::Dir { entries } => entries,
-            Data::File { .. } => panic!("directory validated before mutation"),
+            Data::Dir { entries, .. } => entries,
+            _ => panic!("directory validated before mutation"),
+        }
+    }
+
+    fn set_dir_parent(&mut self, dir: InodeId, new_parent: InodeId) {
+        if let Data::Dir { parent, .. } = &mut self.inode_mut(dir).data {
+            *parent = new_parent;
         }
     }
 
@@ -422,6 +596,14 @@ impl Engine {
     fn child(&self, parent: InodeId, name: &str) -> Result<Option<InodeId>, FsError> {
         validate_name(name)?;
         Ok(self.entries(parent)?.get(name).copied())
+    }
+
+    /// Like [`Engine::child`], and the name must be free (`AlreadyExists`).
+    fn free_name(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
+        match self.child(parent, name)? {
+            Some(_) => Err(FsError::AlreadyExists),
+            None => Ok(()),
+        }
     }
 
     fn touch_dir(&mut self, dir: InodeId, time: Timestamp) {
@@ -452,6 +634,7 @@ impl Engine {
             gid,
             size: 0,
             nlink: if kind == FileKind::Directory { 2 } else { 1 },
+            rdev: 0,
             atime: time,
             mtime: time,
             ctime: time,
@@ -459,27 +642,82 @@ impl Engine {
         }
     }
 
-    /// Drop a non-directory inode whose last link went away, with its chunks.
+    /// Insert a new inode under `parent/name` (validated free) and count it.
+    fn insert_new(&mut self, parent: InodeId, name: &str, attr: Attr, data: Data, time: Timestamp) {
+        let id = attr.inode;
+        match attr.kind {
+            FileKind::Directory => {
+                self.counts.directories += 1;
+                self.inode_mut(parent).attr.nlink += 1;
+            }
+            FileKind::Symlink => self.counts.symlinks += 1,
+            _ => self.counts.files += 1,
+        }
+        self.inodes.insert(
+            id,
+            Inode {
+                attr,
+                xattrs: BTreeMap::new(),
+                data,
+            },
+        );
+        self.entries_mut(parent).insert(name.to_owned(), id);
+        self.touch_dir(parent, time);
+    }
+
+    fn is_held(&self, id: InodeId) -> bool {
+        self.holds.contains_key(&id)
+    }
+
+    /// One entry naming the non-directory `id` went away: nlink -= 1, ctime; dropped with its
+    /// chunks at nlink 0 unless held open.
+    fn drop_link(&mut self, id: InodeId, time: Timestamp) {
+        let a = &mut self.inode_mut(id).attr;
+        a.nlink -= 1;
+        a.ctime = time;
+        if a.nlink == 0 && !self.is_held(id) {
+            self.drop_file(id);
+        }
+    }
+
+    /// Drop a non-directory inode whose last link and last hold went away, with its chunks.
     fn drop_file(&mut self, id: InodeId) {
+        debug_assert!(!self.is_held(id));
         let ino = self.inodes.remove(&id).expect("inode exists");
+        debug_assert_eq!(ino.attr.nlink, 0);
         if let Data::File { chunks } = ino.data {
             for handle in chunks.values() {
                 self.chunks.remove(handle);
             }
             self.counts.chunks -= chunks.len() as u64;
+            self.counts.bytes -= ino.attr.size;
         }
         match ino.attr.kind {
-            FileKind::File => self.counts.files -= 1,
             FileKind::Symlink => self.counts.symlinks -= 1,
             FileKind::Directory => unreachable!("drop_file on a directory"),
+            _ => self.counts.files -= 1,
         }
-        self.counts.bytes -= ino.attr.size;
     }
 
     fn drop_empty_dir(&mut self, id: InodeId) {
         let ino = self.inodes.remove(&id).expect("inode exists");
-        debug_assert!(matches!(&ino.data, Data::Dir { entries } if entries.is_empty()));
+        debug_assert!(matches!(&ino.data, Data::Dir { entries, .. } if entries.is_empty()));
         self.counts.directories -= 1;
+    }
+
+    /// Remove `client`'s hold on `id` (if any); drop an orphan whose last hold it was.
+    fn release(&mut self, id: InodeId, client: ClientId) {
+        self.holds_by_client.remove(&(client, id));
+        let Some(set) = self.holds.get_mut(&id) else {
+            return;
+        };
+        set.remove(&client);
+        if set.is_empty() {
+            self.holds.remove(&id);
+            if self.inodes.get(&id).is_some_and(|i| i.attr.nlink == 0) {
+                self.drop_file(id);
+            }
+        }
     }
 
     fn regular_file(&self, id: InodeId) -> Result<&Inode, FsError> {
@@ -487,7 +725,7 @@ impl Engine {
         match ino.attr.kind {
             FileKind::File => Ok(ino),
             FileKind::Directory => Err(FsError::IsADirectory),
-            FileKind::Symlink => Err(FsError::InvalidArgument("not a regular file".into())),
+            _ => Err(FsError::InvalidArgument("not a regular file".into())),
         }
     }
 
@@ -502,25 +740,14 @@ impl Engine {
         gid: u32,
         time: Timestamp,
     ) -> Result<Output, FsError> {
-        if self.child(parent, name)?.is_some() {
-            return Err(FsError::AlreadyExists);
-        }
+        self.free_name(parent, name)?;
         let id = self.alloc_inode();
         let attr = Self::new_attr(id, FileKind::Directory, mode, uid, gid, time);
-        self.inodes.insert(
-            id,
-            Inode {
-                attr: attr.clone(),
-                parent,
-                data: Data::Dir {
-                    entries: BTreeMap::new(),
-                },
-            },
-        );
-        self.entries_mut(parent).insert(name.to_owned(), id);
-        self.touch_dir(parent, time);
-        self.inode_mut(parent).attr.nlink += 1;
-        self.counts.directories += 1;
+        let data = Data::Dir {
+            parent,
+            entries: BTreeMap::new(),
+        };
+        self.insert_new(parent, name, attr.clone(), data, time);
         Ok(Output::Attr(attr))
     }
 
@@ -544,20 +771,102 @@ impl Engine {
         }
         let id = self.alloc_inode();
         let attr = Self::new_attr(id, FileKind::File, mode, uid, gid, time);
-        self.inodes.insert(
-            id,
-            Inode {
-                attr: attr.clone(),
-                parent,
-                data: Data::File {
-                    chunks: BTreeMap::new(),
-                },
-            },
-        );
-        self.entries_mut(parent).insert(name.to_owned(), id);
-        self.touch_dir(parent, time);
-        self.counts.files += 1;
+        let data = Data::File {
+            chunks: BTreeMap::new(),
+        };
+        self.insert_new(parent, name, attr.clone(), data, time);
         Ok(Output::Attr(attr))
+    }
+
+    fn symlink(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+        uid: u32,
+        gid: u32,
+        time: Timestamp,
+    ) -> Result<Output, FsError> {
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        if target.len() > MAX_SYMLINK_BYTES {
+            return Err(FsError::NameTooLong);
+        }
+        if target.contains('\0') {
+            return Err(FsError::InvalidArgument("NUL in symlink target".into()));
+        }
+        self.free_name(parent, name)?;
+        let id = self.alloc_inode();
+        let mut attr = Self::new_attr(id, FileKind::Symlink, 0o777, uid, gid, time);
+        attr.size = target.len() as u64;
+        let data = Data::Symlink {
+            target: target.to_owned(),
+        };
+        self.insert_new(parent, name, attr.clone(), data, time);
+        Ok(Output::Attr(attr))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mknod(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+        kind: FileKind,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+        time: Timestamp,
+    ) -> Result<Output, FsError> {
+        let data = match kind {
+            FileKind::File => Data::File {
+                chunks: BTreeMap::new(),
+            },
+            FileKind::Fifo | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
+                Data::Special
+            }
+            FileKind::Directory | FileKind::Symlink => {
+                return Err(FsError::InvalidArgument(format!(
+                    "mknod cannot make a {kind:?}"
+                )))
+            }
+        };
+        self.free_name(parent, name)?;
+        let id = self.alloc_inode();
+        let mut attr = Self::new_attr(id, kind, mode, uid, gid, time);
+        if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
+            attr.rdev = rdev;
+        }
+        self.insert_new(parent, name, attr.clone(), data, time);
+        Ok(Output::Attr(attr))
+    }
+
+    fn link(
+        &mut self,
+        inode: InodeId,
+        new_parent: InodeId,
+        new_name: &str,
+        time: Timestamp,
+    ) -> Result<Output, FsError> {
+        let ino = self.inode(inode)?;
+        if ino.is_dir() {
+            return Err(FsError::NotPermitted("hard link to a directory".into()));
+        }
+        if ino.attr.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        if ino.attr.nlink >= MAX_LINKS {
+            return Err(FsError::TooManyLinks);
+        }
+        self.free_name(new_parent, new_name)?;
+        self.entries_mut(new_parent)
+            .insert(new_name.to_owned(), inode);
+        self.touch_dir(new_parent, time);
+        let a = &mut self.inode_mut(inode).attr;
+        a.nlink += 1;
+        a.ctime = time;
+        Ok(Output::Attr(a.clone()))
     }
 
     /// Whether `ancestor` is `dir` or one of its ancestors.
@@ -569,9 +878,9 @@ impl Engine {
             if dir == InodeId::ROOT {
                 return false;
             }
-            match self.inodes.get(&dir) {
-                Some(ino) => dir = ino.parent,
-                None => return false,
+            match self.inodes.get(&dir).map(|i| &i.data) {
+                Some(Data::Dir { parent, .. }) => dir = *parent,
+                _ => return false,
             }
         }
     }
@@ -582,12 +891,26 @@ impl Engine {
         src_name: &str,
         dst_parent: InodeId,
         dst_name: &str,
+        flags: u32,
         time: Timestamp,
     ) -> Result<Output, FsError> {
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        {
+            return Err(FsError::InvalidArgument(format!("rename flags {flags:#x}")));
+        }
         let src = self.child(src_parent, src_name)?;
         let dst = self.child(dst_parent, dst_name)?;
         let src = src.ok_or(FsError::NotFound)?;
-        if src_parent == dst_parent && src_name == dst_name {
+        if flags == RENAME_EXCHANGE {
+            let dst = dst.ok_or(FsError::NotFound)?;
+            return self.exchange(src_parent, src_name, src, dst_parent, dst_name, dst, time);
+        }
+        if flags == RENAME_NOREPLACE && dst.is_some() {
+            return Err(FsError::AlreadyExists);
+        }
+        // The same entry, or two links to one inode: POSIX says do nothing.
+        if dst == Some(src) {
             return Ok(Output::Unit);
         }
         let src_is_dir = self.inode(src)?.is_dir();
@@ -599,13 +922,13 @@ impl Engine {
         if let Some(dst) = dst {
             let d = self.inode(dst)?;
             match (src_is_dir, &d.data) {
-                (true, Data::Dir { entries }) if !entries.is_empty() => {
+                (true, Data::Dir { entries, .. }) if !entries.is_empty() => {
                     return Err(FsError::DirectoryNotEmpty)
                 }
                 (true, Data::Dir { .. }) => {}
-                (true, Data::File { .. }) => return Err(FsError::NotADirectory),
+                (true, _) => return Err(FsError::NotADirectory),
                 (false, Data::Dir { .. }) => return Err(FsError::IsADirectory),
-                (false, Data::File { .. }) => {}
+                (false, _) => {}
             }
         }
         // Validated; mutate.
@@ -615,19 +938,70 @@ impl Engine {
                 self.drop_empty_dir(dst);
                 self.inode_mut(dst_parent).attr.nlink -= 1;
             } else {
-                self.drop_file(dst);
+                self.drop_link(dst, time);
             }
         }
         self.entries_mut(src_parent).remove(src_name);
         self.entries_mut(dst_parent)
             .insert(dst_name.to_owned(), src);
-        if src_is_dir && src_parent != dst_parent {
-            self.inode_mut(src_parent).attr.nlink -= 1;
-            self.inode_mut(dst_parent).attr.nlink += 1;
+        if src_is_dir {
+            self.set_dir_parent(src, dst_parent);
+            if src_parent != dst_parent {
+                self.inode_mut(src_parent).attr.nlink -= 1;
+                self.inode_mut(dst_parent).attr.nlink += 1;
+            }
         }
-        let moved = self.inode_mut(src);
-        moved.parent = dst_parent;
-        moved.attr.ctime = time;
+        self.inode_mut(src).attr.ctime = time;
+        self.touch_dir(src_parent, time);
+        self.touch_dir(dst_parent, time);
+        Ok(Output::Unit)
+    }
+
+    /// `RENAME_EXCHANGE`: both entries exist; swap them.
+    #[allow(clippy::too_many_arguments)]
+    fn exchange(
+        &mut self,
+        src_parent: InodeId,
+        src_name: &str,
+        src: InodeId,
+        dst_parent: InodeId,
+        dst_name: &str,
+        dst: InodeId,
+        time: Timestamp,
+    ) -> Result<Output, FsError> {
+        if src == dst {
+            return Ok(Output::Unit);
+        }
+        let src_is_dir = self.inode(src)?.is_dir();
+        let dst_is_dir = self.inode(dst)?.is_dir();
+        if (src_is_dir && self.is_ancestor_or_self(src, dst_parent))
+            || (dst_is_dir && self.is_ancestor_or_self(dst, src_parent))
+        {
+            return Err(FsError::InvalidArgument(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        self.entries_mut(src_parent)
+            .insert(src_name.to_owned(), dst);
+        self.entries_mut(dst_parent)
+            .insert(dst_name.to_owned(), src);
+        if src_is_dir {
+            self.set_dir_parent(src, dst_parent);
+        }
+        if dst_is_dir {
+            self.set_dir_parent(dst, src_parent);
+        }
+        if src_parent != dst_parent && src_is_dir != dst_is_dir {
+            let (from, to) = if src_is_dir {
+                (src_parent, dst_parent)
+            } else {
+                (dst_parent, src_parent)
+            };
+            self.inode_mut(from).attr.nlink -= 1;
+            self.inode_mut(to).attr.nlink += 1;
+        }
+        self.inode_mut(src).attr.ctime = time;
+        self.inode_mut(dst).attr.ctime = time;
         self.touch_dir(src_parent, time);
         self.touch_dir(dst_parent, time);
         Ok(Output::Unit)
@@ -639,8 +1013,7 @@ impl Engine {
             return Err(FsError::IsADirectory);
         }
         self.entries_mut(parent).remove(name);
-        // No hard links yet: nlink 1 -> 0 removes the inode.
-        self.drop_file(id);
+        self.drop_link(id, time);
         self.touch_dir(parent, time);
         Ok(Output::Unit)
     }
@@ -651,9 +1024,11 @@ impl Engine {
             return Err(FsError::InvalidArgument("cannot remove the root".into()));
         }
         match &self.inode(id)?.data {
-            Data::File { .. } => return Err(FsError::NotADirectory),
-            Data::Dir { entries } if !entries.is_empty() => return Err(FsError::DirectoryNotEmpty),
+            Data::Dir { entries, .. } if !entries.is_empty() => {
+                return Err(FsError::DirectoryNotEmpty)
+            }
             Data::Dir { .. } => {}
+            _ => return Err(FsError::NotADirectory),
         }
         self.entries_mut(parent).remove(name);
         self.drop_empty_dir(id);
@@ -663,28 +1038,26 @@ impl Engine {
         Ok(Output::Unit)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn setattr(
         &mut self,
         inode: InodeId,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<Timestamp>,
-        mtime: Option<Timestamp>,
+        args: SetAttrArgs,
         time: Timestamp,
     ) -> Result<Output, FsError> {
+        let SetAttrArgs {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            clear_suid,
+        } = args;
         let ino = self.inode(inode)?;
         if size.is_some() {
-            match ino.attr.kind {
-                FileKind::File => {}
-                FileKind::Directory => return Err(FsError::IsADirectory),
-                FileKind::Symlink => {
-                    return Err(FsError::InvalidArgument("not a regular file".into()))
-                }
-            }
+            self.regular_file(inode)?;
         }
+        let is_dir = ino.is_dir();
         let chunk_size = self.chunk_size;
         if let Some(new_size) = size {
             // Drop chunks wholly past the new end: index * chunk_size >= new_size.
@@ -704,8 +1077,15 @@ impl Engine {
             self.counts.bytes = self.counts.bytes - old_size + new_size;
         }
         let a = &mut self.inode_mut(inode).attr;
+        let before = a.clone();
         if let Some(mode) = mode {
             a.mode = mode & MODE_MASK;
+        }
+        if clear_suid && !is_dir {
+            a.mode &= !S_ISUID;
+            if a.mode & S_IXGRP != 0 {
+                a.mode &= !S_ISGID;
+            }
         }
         if let Some(uid) = uid {
             a.uid = uid;
@@ -719,7 +1099,13 @@ impl Engine {
         if let Some(mtime) = mtime {
             a.mtime = mtime;
         }
-        if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
+        if mode.is_some()
+            || uid.is_some()
+            || gid.is_some()
+            || atime.is_some()
+            || mtime.is_some()
+            || a.mode != before.mode
+        {
             a.ctime = time;
         }
         Ok(Output::Attr(a.clone()))
@@ -741,6 +1127,73 @@ impl Engine {
         let attr = a.clone();
         self.counts.bytes = self.counts.bytes - old + attr.size;
         Ok(Output::Attr(attr))
+    }
+
+    fn set_xattr(
+        &mut self,
+        inode: InodeId,
+        name: &str,
+        value: &[u8],
+        flags: XattrFlags,
+        time: Timestamp,
+    ) -> Result<Output, FsError> {
+        validate_xattr_name(name)?;
+        if value.len() > MAX_XATTR_VALUE_BYTES {
+            return Err(FsError::TooBig(format!(
+                "attribute value of {} bytes",
+                value.len()
+            )));
+        }
+        let ino = self.inode(inode)?;
+        let old = ino.xattrs.get(name);
+        match (flags, old) {
+            (XattrFlags::CreateOnly, Some(_)) => return Err(FsError::AlreadyExists),
+            (XattrFlags::ReplaceOnly, None) => return Err(FsError::NoData),
+            _ => {}
+        }
+        let old_bytes = old.map_or(0, |v| name.len() + v.len());
+        if ino.xattr_bytes() - old_bytes + name.len() + value.len() > MAX_XATTR_TOTAL_BYTES {
+            return Err(FsError::NoSpace);
+        }
+        let ino = self.inode_mut(inode);
+        ino.xattrs.insert(name.to_owned(), value.to_vec());
+        ino.attr.ctime = time;
+        Ok(Output::Unit)
+    }
+
+    fn remove_xattr(
+        &mut self,
+        inode: InodeId,
+        name: &str,
+        time: Timestamp,
+    ) -> Result<Output, FsError> {
+        validate_xattr_name(name)?;
+        if !self.inode(inode)?.xattrs.contains_key(name) {
+            return Err(FsError::NoData);
+        }
+        let ino = self.inode_mut(inode);
+        ino.xattrs.remove(name);
+        ino.attr.ctime = time;
+        Ok(Output::Unit)
+    }
+
+    fn hold_open(
+        &mut self,
+        inode: InodeId,
+        client: ClientId,
+        hold: bool,
+    ) -> Result<Output, FsError> {
+        if !hold {
+            // Idempotent: releasing a hold that is gone (or an inode that is gone) succeeds.
+            self.release(inode, client);
+            return Ok(Output::Unit);
+        }
+        if self.inode(inode)?.is_dir() {
+            return Ok(Output::Unit);
+        }
+        self.holds.entry(inode).or_default().insert(client);
+        self.holds_by_client.insert((client, inode));
+        Ok(Output::Unit)
     }
 
     fn allocate_chunk(&mut self, inode: InodeId, index: u64) -> Result<Output, FsError> {
@@ -792,12 +1245,61 @@ impl Engine {
         self.getattr(id)
     }
 
+    /// Attributes by inode (an orphan answers too, with nlink 0).
     pub fn getattr(&self, inode: InodeId) -> Result<Attr, FsError> {
         Ok(self.inode(inode)?.attr.clone())
     }
 
+    /// The target of a symlink (`InvalidArgument` for any other kind).
+    pub fn readlink(&self, inode: InodeId) -> Result<String, FsError> {
+        match &self.inode(inode)?.data {
+            Data::Symlink { target } => Ok(target.clone()),
+            _ => Err(FsError::InvalidArgument("not a symlink".into())),
+        }
+    }
+
+    /// The value of an extended attribute (`NoData` if absent).
+    pub fn get_xattr(&self, inode: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
+        validate_xattr_name(name)?;
+        self.inode(inode)?
+            .xattrs
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NoData)
+    }
+
+    /// The names of an inode's extended attributes, in byte order.
+    pub fn list_xattr(&self, inode: InodeId) -> Result<Vec<String>, FsError> {
+        Ok(self.inode(inode)?.xattrs.keys().cloned().collect())
+    }
+
+    /// The clients holding `inode` open.
+    pub fn holders(&self, inode: InodeId) -> Vec<ClientId> {
+        self.holds
+            .get(&inode)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The inodes `client` holds open, in order.
+    pub fn held_by(&self, client: ClientId) -> Vec<InodeId> {
+        self.holds_by_client
+            .range((client, InodeId(0))..=(client, InodeId(u64::MAX)))
+            .map(|(_, i)| *i)
+            .collect()
+    }
+
+    /// Inodes with no name left, kept because they are held open.
+    pub fn orphans(&self) -> Vec<InodeId> {
+        self.holds
+            .keys()
+            .copied()
+            .filter(|i| self.inodes.get(i).is_some_and(|n| n.attr.nlink == 0))
+            .collect()
+    }
+
     /// Resolve an absolute path (see [`split_path`]); `NotADirectory` if a middle component is not
-    /// a directory.
+    /// a directory. Symlinks are not followed.
     pub fn resolve(&self, path: &str) -> Result<Attr, FsError> {
         let mut cur = InodeId::ROOT;
         for name in split_path(path)? {
@@ -859,7 +1361,7 @@ impl Engine {
                 let handle = *chunks.get(&index)?;
                 Some((handle, self.chunks[&handle].version))
             }
-            Data::Dir { .. } => None,
+            _ => None,
         }
     }
 
@@ -873,69 +1375,120 @@ impl Engine {
     }
 
     /// Check the structural invariants (for tests and debug assertions after recovery):
-    /// every inode reachable from the root exactly once through consistent parent pointers,
-    /// link counts, chunk table ⇔ file chunk maps, counters, id allocators ahead of every id.
+    /// every directory reachable from the root exactly once through consistent parent pointers;
+    /// every other inode reachable, with nlink = the number of entries naming it, or an orphan
+    /// (nlink 0, held open); holds consistent both ways and only on existing non-directories;
+    /// kinds match data (symlink size = target length, rdev only on devices); xattr limits;
+    /// directory link counts; chunk table ⇔ file chunk maps; counters; id allocators ahead of
+    /// every id.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut seen = BTreeMap::new();
+        let mut dirs_seen = BTreeSet::new();
+        let mut links: BTreeMap<InodeId, u32> = BTreeMap::new();
         let mut stack = vec![InodeId::ROOT];
-        let mut counts = Counts::default();
         let root = self.inodes.get(&InodeId::ROOT).ok_or("no root")?;
-        if root.parent != InodeId::ROOT || !root.is_dir() {
+        if !matches!(root.data, Data::Dir { parent, .. } if parent == InodeId::ROOT) {
             return Err("bad root".into());
         }
-        seen.insert(InodeId::ROOT, ());
+        dirs_seen.insert(InodeId::ROOT);
         while let Some(id) = stack.pop() {
             let ino = self.inodes.get(&id).ok_or(format!("dangling inode {id}"))?;
+            let Data::Dir { entries, .. } = &ino.data else {
+                return Err(format!("inode {id} on the stack is not a directory"));
+            };
+            let mut subdirs = 0u32;
+            for (name, child) in entries {
+                validate_name(name).map_err(|e| format!("bad name {name:?}: {e}"))?;
+                let c = self
+                    .inodes
+                    .get(child)
+                    .ok_or(format!("entry {name:?} -> missing inode {child}"))?;
+                match &c.data {
+                    Data::Dir { parent, .. } => {
+                        if !dirs_seen.insert(*child) {
+                            return Err(format!("directory {child} reachable twice"));
+                        }
+                        if *parent != id {
+                            return Err(format!("directory {child} parent pointer wrong"));
+                        }
+                        subdirs += 1;
+                        stack.push(*child);
+                    }
+                    _ => *links.entry(*child).or_default() += 1,
+                }
+            }
+            if ino.attr.nlink != 2 + subdirs {
+                return Err(format!(
+                    "dir {id} nlink {} != 2 + {subdirs}",
+                    ino.attr.nlink
+                ));
+            }
+        }
+        let mut counts = Counts::default();
+        let mut chunks_seen = 0u64;
+        for (&id, ino) in &self.inodes {
             if ino.attr.inode != id {
                 return Err(format!("inode {id} has attr.inode {}", ino.attr.inode));
             }
-            if id.0 >= self.next_inode {
+            if id.0 >= self.next_inode || id.0 == 0 {
                 return Err(format!("inode {id} not below next_inode"));
             }
             if ino.attr.mode & !MODE_MASK != 0 {
                 return Err(format!("inode {id} mode has type bits"));
             }
-            match &ino.data {
-                Data::Dir { entries } => {
-                    if ino.attr.kind != FileKind::Directory {
-                        return Err(format!("inode {id}: kind mismatch"));
-                    }
-                    counts.directories += 1;
-                    let mut subdirs = 0u32;
-                    for (name, child) in entries {
-                        validate_name(name).map_err(|e| format!("bad name {name:?}: {e}"))?;
-                        if seen.insert(*child, ()).is_some() {
-                            return Err(format!("inode {child} reachable twice"));
-                        }
-                        let c = self
-                            .inodes
-                            .get(child)
-                            .ok_or(format!("entry {name:?} -> missing inode {child}"))?;
-                        if c.parent != id {
-                            return Err(format!("inode {child} parent pointer wrong"));
-                        }
-                        if c.is_dir() {
-                            subdirs += 1;
-                        }
-                        stack.push(*child);
-                    }
-                    if ino.attr.nlink != 2 + subdirs {
-                        return Err(format!(
-                            "dir {id} nlink {} != 2 + {subdirs}",
-                            ino.attr.nlink
-                        ));
-                    }
+            if ino.xattr_bytes() > MAX_XATTR_TOTAL_BYTES {
+                return Err(format!("inode {id} xattrs over the limit"));
+            }
+            for (name, value) in &ino.xattrs {
+                validate_xattr_name(name).map_err(|e| format!("inode {id} xattr: {e}"))?;
+                if value.len() > MAX_XATTR_VALUE_BYTES {
+                    return Err(format!("inode {id} xattr {name:?} too big"));
                 }
+            }
+            let devices = matches!(ino.attr.kind, FileKind::CharDevice | FileKind::BlockDevice);
+            if !devices && ino.attr.rdev != 0 {
+                return Err(format!("inode {id}: rdev on a {:?}", ino.attr.kind));
+            }
+            let kind_ok = match &ino.data {
+                Data::Dir { .. } => ino.attr.kind == FileKind::Directory,
+                Data::File { .. } => ino.attr.kind == FileKind::File,
+                Data::Symlink { target } => {
+                    if ino.attr.size != target.len() as u64
+                        || target.is_empty()
+                        || target.len() > MAX_SYMLINK_BYTES
+                    {
+                        return Err(format!("symlink {id} size/target mismatch"));
+                    }
+                    ino.attr.kind == FileKind::Symlink
+                }
+                Data::Special => ino.attr.kind.is_special(),
+            };
+            if !kind_ok {
+                return Err(format!("inode {id}: kind {:?} mismatch", ino.attr.kind));
+            }
+            if let Data::Dir { .. } = ino.data {
+                if !dirs_seen.contains(&id) {
+                    return Err(format!("directory {id} unreachable"));
+                }
+                if self.holds.contains_key(&id) {
+                    return Err(format!("directory {id} held"));
+                }
+                counts.directories += 1;
+                continue;
+            }
+            let n = links.get(&id).copied().unwrap_or(0);
+            if ino.attr.nlink != n {
+                return Err(format!(
+                    "inode {id} nlink {} != {n} entries",
+                    ino.attr.nlink
+                ));
+            }
+            if n == 0 && !self.holds.contains_key(&id) {
+                return Err(format!("inode {id} unreachable and not held"));
+            }
+            match &ino.data {
                 Data::File { chunks } => {
-                    match ino.attr.kind {
-                        FileKind::File => counts.files += 1,
-                        FileKind::Symlink => counts.symlinks += 1,
-                        FileKind::Directory => return Err(format!("inode {id}: kind mismatch")),
-                    }
+                    counts.files += 1;
                     counts.bytes += ino.attr.size;
-                    if ino.attr.nlink != 1 {
-                        return Err(format!("file {id} nlink {}", ino.attr.nlink));
-                    }
                     for (&index, handle) in chunks {
                         let info = self
                             .chunks
@@ -944,16 +1497,40 @@ impl Engine {
                         if info.inode != id || info.index != index {
                             return Err(format!("chunk {handle} table row mismatch"));
                         }
-                        counts.chunks += 1;
+                        chunks_seen += 1;
                     }
+                }
+                Data::Symlink { .. } => counts.symlinks += 1,
+                Data::Special => {
+                    counts.files += 1;
+                    if ino.attr.size != 0 {
+                        return Err(format!("special file {id} has a size"));
+                    }
+                }
+                Data::Dir { .. } => unreachable!(),
+            }
+        }
+        for id in links.keys() {
+            if !self.inodes.contains_key(id) {
+                return Err(format!("entry to missing inode {id}"));
+            }
+        }
+        for (id, set) in &self.holds {
+            if set.is_empty() {
+                return Err(format!("empty hold set for {id}"));
+            }
+            if !self.inodes.contains_key(id) {
+                return Err(format!("hold on missing inode {id}"));
+            }
+            for c in set {
+                if !self.holds_by_client.contains(&(*c, *id)) {
+                    return Err(format!("hold ({c}, {id}) missing by client"));
                 }
             }
         }
-        if seen.len() != self.inodes.len() {
-            return Err(format!(
-                "{} inodes unreachable",
-                self.inodes.len() - seen.len()
-            ));
+        let pairs: usize = self.holds.values().map(|s| s.len()).sum();
+        if pairs != self.holds_by_client.len() {
+            return Err("hold tables differ".into());
         }
         for (handle, info) in &self.chunks {
             if handle.0 >= self.next_handle || handle.0 == 0 {
@@ -966,7 +1543,8 @@ impl Engine {
                 return Err(format!("chunk {handle} not in its file"));
             }
         }
-        if counts.chunks != self.chunks.len() as u64 {
+        counts.chunks = chunks_seen;
+        if chunks_seen != self.chunks.len() as u64 {
             return Err("chunk count mismatch".into());
         }
         if counts != self.counts {
@@ -984,4 +1562,15 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The optional changes of a SetAttr.
+struct SetAttrArgs {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<Timestamp>,
+    mtime: Option<Timestamp>,
+    clear_suid: bool,
 }

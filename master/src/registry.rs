@@ -48,6 +48,9 @@ pub struct Registry {
     pending_deletes: HashMap<NodeId, Vec<(ChunkHandle, ChunkVersion)>>,
     /// Replicas that failed a checksum: never offered to readers again.
     corrupt: HashSet<(ChunkHandle, NodeId)>,
+    /// Replicas that missed a bump (or took one the master did not log): at or below this
+    /// version they are stale, whatever they report, until a later bump includes them.
+    stale: HashMap<(ChunkHandle, NodeId), ChunkVersion>,
     corrupt_reports: u64,
     dead_after: Duration,
     /// After a master restart no lease is granted on a chunk that existed before it (handle at
@@ -81,6 +84,7 @@ impl Registry {
             leases: HashMap::new(),
             pending_deletes: HashMap::new(),
             corrupt: HashSet::new(),
+            stale: HashMap::new(),
             corrupt_reports: 0,
             dead_after,
             no_grants_before,
@@ -108,12 +112,7 @@ impl Registry {
     /// Record a heartbeat. A full chunk report replaces what is known of this server's chunks:
     /// replicas at the current version become locations; older (stale) and unknown ones are
     /// scheduled for deletion.
-    pub fn heartbeat(
-        &mut self,
-        hb: &Heartbeat,
-        table: &impl ChunkTable,
-        now: Instant,
-    ) -> Report {
+    pub fn heartbeat(&mut self, hb: &Heartbeat, table: &impl ChunkTable, now: Instant) -> Report {
         let known = self.servers.contains_key(&hb.node);
         let server = self.servers.entry(hb.node).or_insert_with(|| Server {
             id: hb.node,
@@ -159,6 +158,14 @@ impl Registry {
                     if self.corrupt.contains(&(handle, hb.node)) {
                         continue; // failed its checksum: never a location again
                     }
+                    if self
+                        .stale
+                        .get(&(handle, hb.node))
+                        .is_some_and(|&mark| version <= mark)
+                    {
+                        out.reply.delete.push((handle, version));
+                        continue;
+                    }
                     if version >= current {
                         // Newer than the table: a bump reached the replicas before the master
                         // logged it (then crashed or timed out). The replicas are right.
@@ -189,6 +196,7 @@ impl Registry {
     pub fn set_locations(&mut self, handle: ChunkHandle, nodes: impl IntoIterator<Item = NodeId>) {
         let set: BTreeSet<NodeId> = nodes.into_iter().collect();
         for n in &set {
+            self.stale.remove(&(handle, *n));
             if !self.locations.get(&handle).is_some_and(|s| s.contains(n)) {
                 if let Some(s) = self.servers.get_mut(n) {
                     s.chunks += 1;
@@ -202,6 +210,7 @@ impl Registry {
     /// it is stale; have it deleted (a current replica exists elsewhere).
     pub fn mark_stale(&mut self, handle: ChunkHandle, node: NodeId, version: ChunkVersion) {
         self.remove_location(handle, node);
+        self.stale.insert((handle, node), version);
         self.pending_deletes
             .entry(node)
             .or_default()
@@ -237,6 +246,7 @@ impl Registry {
     pub fn forget_chunk(&mut self, handle: ChunkHandle) {
         self.leases.remove(&handle);
         self.corrupt.retain(|(h, _)| *h != handle);
+        self.stale.retain(|(h, _), _| *h != handle);
         if let Some(set) = self.locations.remove(&handle) {
             for node in set {
                 self.pending_deletes
@@ -441,6 +451,14 @@ mod tests {
         let reply = r.heartbeat(&hb(2, None), &table, t0).reply;
         assert_eq!(reply.delete, vec![(ChunkHandle(1), ChunkVersion(3))]);
         assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1)]);
+        // Its report, even at the current version, does not bring it back.
+        let reply = r.heartbeat(&hb(2, Some(vec![(1, 3)])), &table, t0).reply;
+        assert_eq!(reply.delete, vec![(ChunkHandle(1), ChunkVersion(3))]);
+        assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1)]);
+        // A later bump that includes it clears the mark.
+        r.set_locations(ChunkHandle(1), [NodeId(1), NodeId(2)]);
+        r.heartbeat(&hb(2, Some(vec![(1, 3)])), &table, t0);
+        assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1), NodeId(2)]);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use crate::registry::{Lease, Registry};
 use quarry_proto::chunk::BumpVersion;
 use quarry_proto::master::*;
 use quarry_proto::{
-    Attr, ChunkHandle, ChunkLocation, ChunkVersion, FsError, InodeId, ServerRef, Timestamp,
+    Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FsError, InodeId, ServerRef,
+    Timestamp,
 };
 use quarry_transport::{Reply, Request, Router, RpcClient};
 use std::path::PathBuf;
@@ -150,6 +151,27 @@ impl Master {
         route!(ReportBadChunk, report_bad_chunk);
         route!(Heartbeat, heartbeat);
         route!(ClusterStatus, cluster_status);
+        route!(Symlink, symlink);
+        route!(ReadLink, read_link);
+        route!(Mknod, mknod);
+        route!(Link, link);
+        route!(SetXattr, set_xattr);
+        route!(GetXattr, get_xattr);
+        route!(ListXattr, list_xattr);
+        route!(RemoveXattr, remove_xattr);
+        route!(HoldOpen, hold_open);
+    }
+
+    /// Drop every open hold of a client that went away; orphans it held last are dropped with
+    /// their chunks.
+    pub async fn drop_client_holds(&self, client: ClientId) -> Result<(), FsError> {
+        let inner = &self.inner;
+        let held = inner.engine.read().unwrap().held_by(client);
+        let handles: Vec<ChunkHandle> =
+            held.into_iter().flat_map(|i| inner.handles_of(i)).collect();
+        inner.submit(Command::DropClientHolds { client }).await?;
+        inner.forget_dropped(handles);
+        Ok(())
     }
 
     /// Write a checkpoint and stop accepting mutations (clean shutdown).
@@ -289,7 +311,12 @@ impl Inner {
 
     /// The chunks of the file at `parent/name`, if that is a file.
     fn handles_at(&self, parent: InodeId, name: &str) -> Vec<ChunkHandle> {
-        let inode = self.engine.read().unwrap().lookup(parent, name).map(|a| a.inode);
+        let inode = self
+            .engine
+            .read()
+            .unwrap()
+            .lookup(parent, name)
+            .map(|a| a.inode);
         inode.map(|i| self.handles_of(i)).unwrap_or_default()
     }
 
@@ -383,6 +410,7 @@ impl Inner {
             src_name: m.src_name,
             dst_parent: m.dst_parent,
             dst_name: m.dst_name,
+            flags: m.flags,
             time: now_ts(),
         })
         .await?;
@@ -433,6 +461,7 @@ impl Inner {
                 size: m.size,
                 atime: m.atime,
                 mtime: m.mtime,
+                clear_suid: m.clear_suid,
                 time: now_ts(),
             })
             .await?,
@@ -453,6 +482,114 @@ impl Inner {
             })
             .await?,
         )
+    }
+
+    async fn symlink(&self, req: Request<Symlink>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::Symlink {
+                op: m.op,
+                parent: m.parent,
+                name: m.name,
+                target: m.target,
+                uid: m.uid,
+                gid: m.gid,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn read_link(&self, req: Request<ReadLink>) -> Result<String, FsError> {
+        self.engine.read().unwrap().readlink(req.msg.inode)
+    }
+
+    async fn mknod(&self, req: Request<Mknod>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::Mknod {
+                op: m.op,
+                parent: m.parent,
+                name: m.name,
+                kind: m.kind,
+                mode: m.mode,
+                rdev: m.rdev,
+                uid: m.uid,
+                gid: m.gid,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn link(&self, req: Request<Link>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::Link {
+                op: m.op,
+                inode: m.inode,
+                new_parent: m.new_parent,
+                new_name: m.new_name,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn set_xattr(&self, req: Request<SetXattr>) -> Result<(), FsError> {
+        let m = req.msg;
+        self.submit(Command::SetXattr {
+            op: m.op,
+            inode: m.inode,
+            name: m.name,
+            value: m.value,
+            flags: m.flags,
+            time: now_ts(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_xattr(&self, req: Request<GetXattr>) -> Result<Vec<u8>, FsError> {
+        self.engine
+            .read()
+            .unwrap()
+            .get_xattr(req.msg.inode, &req.msg.name)
+    }
+
+    async fn list_xattr(&self, req: Request<ListXattr>) -> Result<Vec<String>, FsError> {
+        self.engine.read().unwrap().list_xattr(req.msg.inode)
+    }
+
+    async fn remove_xattr(&self, req: Request<RemoveXattr>) -> Result<(), FsError> {
+        let m = req.msg;
+        self.submit(Command::RemoveXattr {
+            op: m.op,
+            inode: m.inode,
+            name: m.name,
+            time: now_ts(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Releasing the last hold of an orphan drops it: its chunks are forgotten here.
+    async fn hold_open(&self, req: Request<HoldOpen>) -> Result<(), FsError> {
+        let m = req.msg;
+        let dropped = if m.hold {
+            Vec::new()
+        } else {
+            self.handles_of(m.inode)
+        };
+        self.submit(Command::HoldOpen {
+            op: m.op,
+            inode: m.inode,
+            client: m.client,
+            hold: m.hold,
+        })
+        .await?;
+        self.forget_dropped(dropped);
+        Ok(())
     }
 
     async fn stat_fs(&self, _req: Request<StatFs>) -> Result<StatFsReply, FsError> {
@@ -644,17 +781,21 @@ impl Inner {
             }
         }
         if ok.is_empty() {
-            // Nothing changed anywhere that matters: the table keeps the old version.
+            // The table keeps the old version. A new chunk may still have been created on a
+            // server whose answer was lost: that empty copy must never become a location.
+            if fresh {
+                let mut registry = self.registry.lock().unwrap();
+                for r in &failed {
+                    registry.mark_stale(handle, r.id, version);
+                }
+            }
             return Err(FsError::Unavailable(format!(
                 "chunk {handle}: no replica accepted version {version}"
             )));
         }
         // Completion order is arbitrary: keep the chosen order (the current primary first).
         ok.sort_by_key(|r| replicas.iter().position(|x| x.id == r.id));
-        match self
-            .submit(Command::SetVersion { handle, version })
-            .await?
-        {
+        match self.submit(Command::SetVersion { handle, version }).await? {
             Output::Chunk { version: v, .. } if v == version => {}
             other => {
                 return Err(FsError::Unavailable(format!(

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 use quarry_master::engine::{ChunkInfo, Command, Counts, Engine, Output};
 use quarry_proto::{
     Attr, ChunkHandle, ChunkVersion, ClientId, FileKind, FsError, InodeId, OpId, Timestamp,
+    XattrFlags, RENAME_EXCHANGE, RENAME_NOREPLACE,
 };
 use std::collections::BTreeMap;
 
@@ -109,6 +110,7 @@ fn rename(
             src_name: sn.into(),
             dst_parent: dp,
             dst_name: dn.into(),
+            flags: 0,
             time: t(time),
         },
     )
@@ -152,6 +154,7 @@ fn setattr(
         size: None,
         atime: None,
         mtime: None,
+        clear_suid: false,
         time: t(50),
     };
     f(&mut cmd);
@@ -209,6 +212,7 @@ fn new_engine_has_root() {
             gid: 0,
             size: 0,
             nlink: 2,
+            rdev: 0,
             atime: t(1),
             mtime: t(1),
             ctime: t(1),
@@ -345,6 +349,7 @@ fn mkdir_sets_attrs_times_and_nlink() {
             gid: 8,
             size: 0,
             nlink: 2,
+            rdev: 0,
             atime: t(5),
             mtime: t(5),
             ctime: t(5),
@@ -395,6 +400,7 @@ fn create_sets_attrs_and_parent_times() {
             gid: 4,
             size: 0,
             nlink: 1,
+            rdev: 0,
             atime: t(20),
             mtime: t(20),
             ctime: t(20),
@@ -1016,23 +1022,1094 @@ fn sessions_survive_checkpoint() {
     assert!(invalid(r.apply(&client_mkdir(4, 0, "a"))));
 }
 
+// ---------------------------------------------------------------- symlinks, mknod, links, xattrs, holds
+
+fn symlink_at(
+    e: &mut Engine,
+    parent: InodeId,
+    name: &str,
+    target: &str,
+) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::Symlink {
+            op: op0(),
+            parent,
+            name: name.into(),
+            target: target.into(),
+            uid: 5,
+            gid: 6,
+            time: t(80),
+        },
+    )
+}
+
+fn mknod_at(
+    e: &mut Engine,
+    parent: InodeId,
+    name: &str,
+    kind: FileKind,
+    rdev: u32,
+) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::Mknod {
+            op: op0(),
+            parent,
+            name: name.into(),
+            kind,
+            mode: 0o10640,
+            rdev,
+            uid: 7,
+            gid: 8,
+            time: t(81),
+        },
+    )
+}
+
+fn link(
+    e: &mut Engine,
+    inode: InodeId,
+    parent: InodeId,
+    name: &str,
+    time: i64,
+) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::Link {
+            op: op0(),
+            inode,
+            new_parent: parent,
+            new_name: name.into(),
+            time: t(time),
+        },
+    )
+}
+
+fn rename_flags(
+    e: &mut Engine,
+    sp: InodeId,
+    sn: &str,
+    dp: InodeId,
+    dn: &str,
+    flags: u32,
+    time: i64,
+) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::Rename {
+            op: op0(),
+            src_parent: sp,
+            src_name: sn.into(),
+            dst_parent: dp,
+            dst_name: dn.into(),
+            flags,
+            time: t(time),
+        },
+    )
+}
+
+fn setx(
+    e: &mut Engine,
+    inode: InodeId,
+    name: &str,
+    value: &[u8],
+    flags: XattrFlags,
+    time: i64,
+) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::SetXattr {
+            op: op0(),
+            inode,
+            name: name.into(),
+            value: value.to_vec(),
+            flags,
+            time: t(time),
+        },
+    )
+}
+
+fn rmx(e: &mut Engine, inode: InodeId, name: &str, time: i64) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::RemoveXattr {
+            op: op0(),
+            inode,
+            name: name.into(),
+            time: t(time),
+        },
+    )
+}
+
+fn hold(e: &mut Engine, inode: InodeId, client: u64, on: bool) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::HoldOpen {
+            op: op0(),
+            inode,
+            client: ClientId(client),
+            hold: on,
+        },
+    )
+}
+
+#[test]
+fn symlink_has_target_length_as_size_and_mode_777() {
+    let mut e = new();
+    let d = mkdir(&mut e, ROOT, "d");
+    let a = attr(symlink_at(&mut e, d, "l", "../some/target"));
+    assert_eq!(
+        a,
+        Attr {
+            inode: InodeId(3),
+            kind: FileKind::Symlink,
+            mode: 0o777,
+            uid: 5,
+            gid: 6,
+            size: 14,
+            nlink: 1,
+            rdev: 0,
+            atime: t(80),
+            mtime: t(80),
+            ctime: t(80),
+            crtime: t(80),
+        }
+    );
+    assert_eq!(e.readlink(a.inode).unwrap(), "../some/target");
+    assert_eq!(e.lookup(d, "l").unwrap(), a);
+    let p = e.getattr(d).unwrap();
+    assert_eq!((p.mtime, p.ctime, p.nlink), (t(80), t(80), 2));
+    assert_eq!(e.counts().symlinks, 1);
+    assert_eq!(e.counts().bytes, 0, "symlink sizes are not file bytes");
+    // Paths do not go through symlinks.
+    assert_eq!(e.resolve("/d/l/x"), Err(FsError::NotADirectory));
+    assert_eq!(
+        e.chunks(a.inode, 0, 1).map(|_| ()),
+        Err(FsError::InvalidArgument("not a regular file".into()))
+    );
+    unlink(&mut e, d, "l", 90).unwrap();
+    assert_eq!(e.counts().symlinks, 0);
+    assert_eq!(e.readlink(a.inode), Err(FsError::NotFound));
+}
+
+#[test]
+fn symlink_target_is_validated() {
+    let mut e = new();
+    assert_eq!(symlink_at(&mut e, ROOT, "l", ""), Err(FsError::NotFound));
+    assert_eq!(
+        symlink_at(&mut e, ROOT, "l", &"x".repeat(4096)),
+        Err(FsError::NameTooLong)
+    );
+    assert!(invalid(symlink_at(&mut e, ROOT, "l", "a\0b")));
+    let a = attr(symlink_at(&mut e, ROOT, "l", &"x".repeat(4095)));
+    assert_eq!(a.size, 4095);
+    assert_eq!(
+        symlink_at(&mut e, ROOT, "l", "y"),
+        Err(FsError::AlreadyExists)
+    );
+    assert!(invalid(symlink_at(&mut e, ROOT, "..", "y")));
+    let f = create(&mut e, ROOT, "f");
+    assert_eq!(symlink_at(&mut e, f, "l", "y"), Err(FsError::NotADirectory));
+}
+
+#[test]
+fn readlink_needs_a_symlink() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    assert!(matches!(e.readlink(f), Err(FsError::InvalidArgument(_))));
+    assert!(matches!(e.readlink(ROOT), Err(FsError::InvalidArgument(_))));
+    assert_eq!(e.readlink(InodeId(99)), Err(FsError::NotFound));
+}
+
+#[test]
+fn mknod_makes_special_files_with_rdev_only_for_devices() {
+    let mut e = new();
+    let fifo = attr(mknod_at(&mut e, ROOT, "p", FileKind::Fifo, 99));
+    assert_eq!(
+        fifo,
+        Attr {
+            inode: InodeId(2),
+            kind: FileKind::Fifo,
+            mode: 0o640,
+            uid: 7,
+            gid: 8,
+            size: 0,
+            nlink: 1,
+            rdev: 0,
+            atime: t(81),
+            mtime: t(81),
+            ctime: t(81),
+            crtime: t(81),
+        }
+    );
+    let c = attr(mknod_at(&mut e, ROOT, "c", FileKind::CharDevice, 0x0103));
+    let b = attr(mknod_at(&mut e, ROOT, "b", FileKind::BlockDevice, 0x0801));
+    let s = attr(mknod_at(&mut e, ROOT, "s", FileKind::Socket, 5));
+    assert_eq!((c.kind, c.rdev), (FileKind::CharDevice, 0x0103));
+    assert_eq!((b.kind, b.rdev), (FileKind::BlockDevice, 0x0801));
+    assert_eq!((s.kind, s.rdev), (FileKind::Socket, 0));
+    assert_eq!(e.counts().files, 4);
+    let r = e.getattr(ROOT).unwrap();
+    assert_eq!((r.mtime, r.nlink), (t(81), 2));
+    // Metadata only: no chunks, no size.
+    assert!(invalid(alloc(&mut e, fifo.inode, 0)));
+    assert!(invalid(commit(&mut e, c.inode, 10)));
+    unlink(&mut e, ROOT, "c", 90).unwrap();
+    assert_eq!(e.counts().files, 3);
+}
+
+#[test]
+fn mknod_regular_file_is_a_normal_file() {
+    let mut e = new();
+    let f = attr(mknod_at(&mut e, ROOT, "f", FileKind::File, 3));
+    assert_eq!(
+        (f.kind, f.rdev, f.mode, f.nlink),
+        (FileKind::File, 0, 0o640, 1)
+    );
+    let h = handle(alloc(&mut e, f.inode, 0));
+    assert_eq!(e.chunk_at(f.inode, 0), Some((h, ChunkVersion(1))));
+    assert_eq!(e.counts().files, 1);
+}
+
+#[test]
+fn mknod_rejects_directories_symlinks_and_taken_names() {
+    let mut e = new();
+    assert!(invalid(mknod_at(&mut e, ROOT, "d", FileKind::Directory, 0)));
+    assert!(invalid(mknod_at(&mut e, ROOT, "l", FileKind::Symlink, 0)));
+    mkdir(&mut e, ROOT, "x");
+    assert_eq!(
+        mknod_at(&mut e, ROOT, "x", FileKind::Fifo, 0),
+        Err(FsError::AlreadyExists)
+    );
+    assert_eq!(
+        mknod_at(&mut e, InodeId(99), "y", FileKind::Fifo, 0),
+        Err(FsError::NotFound)
+    );
+}
+
+#[test]
+fn readdir_reports_every_kind() {
+    let mut e = new();
+    create(&mut e, ROOT, "a");
+    mkdir(&mut e, ROOT, "b");
+    symlink_at(&mut e, ROOT, "c", "a").unwrap();
+    mknod_at(&mut e, ROOT, "d", FileKind::Fifo, 0).unwrap();
+    mknod_at(&mut e, ROOT, "e", FileKind::CharDevice, 1).unwrap();
+    mknod_at(&mut e, ROOT, "f", FileKind::BlockDevice, 2).unwrap();
+    mknod_at(&mut e, ROOT, "g", FileKind::Socket, 0).unwrap();
+    let (ents, more) = e.readdir(ROOT, None, 100).unwrap();
+    assert!(!more);
+    let kinds: Vec<FileKind> = ents.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FileKind::File,
+            FileKind::Directory,
+            FileKind::Symlink,
+            FileKind::Fifo,
+            FileKind::CharDevice,
+            FileKind::BlockDevice,
+            FileKind::Socket
+        ]
+    );
+}
+
+#[test]
+fn link_adds_a_name_and_updates_nlink_and_times() {
+    let mut e = new();
+    let d = mkdir(&mut e, ROOT, "d");
+    let f = create(&mut e, ROOT, "f");
+    let a = attr(link(&mut e, f, d, "g", 33));
+    assert_eq!((a.inode, a.nlink, a.ctime, a.mtime), (f, 2, t(33), t(10)));
+    assert_eq!(e.lookup(d, "g").unwrap(), a);
+    assert_eq!(e.lookup(ROOT, "f").unwrap(), a);
+    let p = e.getattr(d).unwrap();
+    assert_eq!((p.mtime, p.ctime, p.nlink), (t(33), t(33), 2));
+    // The source directory is untouched.
+    assert_eq!(e.getattr(ROOT).unwrap().mtime, t(10));
+    assert_eq!(e.counts().files, 1);
+    let a = attr(link(&mut e, f, ROOT, "h", 34));
+    assert_eq!(a.nlink, 3);
+}
+
+#[test]
+fn link_to_a_directory_is_not_permitted() {
+    let mut e = new();
+    let d = mkdir(&mut e, ROOT, "d");
+    assert!(matches!(
+        link(&mut e, d, ROOT, "e", 5),
+        Err(FsError::NotPermitted(_))
+    ));
+    assert!(matches!(
+        link(&mut e, ROOT, d, "r", 5),
+        Err(FsError::NotPermitted(_))
+    ));
+}
+
+#[test]
+fn link_errors() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    create(&mut e, ROOT, "g");
+    assert_eq!(link(&mut e, f, ROOT, "g", 5), Err(FsError::AlreadyExists));
+    assert_eq!(link(&mut e, f, ROOT, "f", 5), Err(FsError::AlreadyExists));
+    assert_eq!(
+        link(&mut e, InodeId(99), ROOT, "x", 5),
+        Err(FsError::NotFound)
+    );
+    assert_eq!(link(&mut e, f, f, "x", 5), Err(FsError::NotADirectory));
+    assert_eq!(link(&mut e, f, InodeId(99), "x", 5), Err(FsError::NotFound));
+    assert!(invalid(link(&mut e, f, ROOT, "a/b", 5)));
+}
+
+#[test]
+fn link_works_for_symlinks_and_special_files() {
+    let mut e = new();
+    let l = attr(symlink_at(&mut e, ROOT, "l", "t")).inode;
+    let p = attr(mknod_at(&mut e, ROOT, "p", FileKind::Fifo, 0)).inode;
+    assert_eq!(attr(link(&mut e, l, ROOT, "l2", 5)).nlink, 2);
+    assert_eq!(attr(link(&mut e, p, ROOT, "p2", 5)).nlink, 2);
+    assert_eq!(e.lookup(ROOT, "l2").unwrap().kind, FileKind::Symlink);
+    assert_eq!(e.counts().symlinks, 1);
+    assert_eq!(e.counts().files, 1);
+}
+
+#[test]
+fn too_many_links() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    for i in 1..quarry_proto::MAX_LINKS {
+        e.apply(&Command::Link {
+            op: op0(),
+            inode: f,
+            new_parent: ROOT,
+            new_name: format!("l{i}"),
+            time: t(5),
+        })
+        .unwrap();
+    }
+    assert_eq!(e.getattr(f).unwrap().nlink, quarry_proto::MAX_LINKS);
+    assert_eq!(
+        link(&mut e, f, ROOT, "one-more", 6),
+        Err(FsError::TooManyLinks)
+    );
+}
+
+#[test]
+fn unlink_of_one_link_keeps_the_inode_and_its_chunks() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    commit(&mut e, f, 100).unwrap();
+    let h = handle(alloc(&mut e, f, 0));
+    link(&mut e, f, ROOT, "g", 20).unwrap();
+    unlink(&mut e, ROOT, "f", 21).unwrap();
+    let a = e.getattr(f).unwrap();
+    assert_eq!((a.nlink, a.ctime, a.size), (1, t(21), 100));
+    assert_eq!(e.lookup(ROOT, "g").unwrap().inode, f);
+    assert_eq!(e.lookup(ROOT, "f"), Err(FsError::NotFound));
+    assert!(e.chunk(h).is_some());
+    assert_eq!(e.counts().bytes, 100);
+    unlink(&mut e, ROOT, "g", 22).unwrap();
+    assert_eq!(e.getattr(f), Err(FsError::NotFound));
+    assert_eq!(e.chunk(h), None);
+    assert_eq!(
+        e.counts(),
+        Counts {
+            directories: 1,
+            ..Counts::default()
+        }
+    );
+}
+
+#[test]
+fn rename_onto_another_link_of_the_same_inode_is_a_noop() {
+    let mut e = new();
+    let d = mkdir(&mut e, ROOT, "d");
+    let f = create(&mut e, ROOT, "f");
+    link(&mut e, f, d, "g", 20).unwrap();
+    let before = e.clone();
+    assert_eq!(rename(&mut e, ROOT, "f", d, "g", 30), Ok(Output::Unit));
+    assert_eq!(e, before, "both names stay, nothing is touched");
+    assert_eq!(
+        rename_flags(&mut e, ROOT, "f", d, "g", RENAME_EXCHANGE, 30),
+        Ok(Output::Unit)
+    );
+    assert_eq!(e, before);
+    assert_eq!(
+        rename_flags(&mut e, ROOT, "f", d, "g", RENAME_NOREPLACE, 30),
+        Err(FsError::AlreadyExists)
+    );
+}
+
+#[test]
+fn rename_over_a_hard_linked_file_only_drops_one_link() {
+    let mut e = new();
+    let a = create(&mut e, ROOT, "a");
+    let b = create(&mut e, ROOT, "b");
+    let h = handle(alloc(&mut e, b, 0));
+    link(&mut e, b, ROOT, "b2", 20).unwrap();
+    rename(&mut e, ROOT, "a", ROOT, "b", 30).unwrap();
+    assert_eq!(e.lookup(ROOT, "b").unwrap().inode, a);
+    let bb = e.getattr(b).unwrap();
+    assert_eq!((bb.nlink, bb.ctime), (1, t(30)));
+    assert_eq!(e.lookup(ROOT, "b2").unwrap().inode, b);
+    assert!(e.chunk(h).is_some());
+}
+
+#[test]
+fn held_file_survives_unlink_as_an_orphan_until_released() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    let h = handle(alloc(&mut e, f, 0));
+    commit(&mut e, f, 10).unwrap();
+    hold(&mut e, f, 7, true).unwrap();
+    assert_eq!(e.holders(f), vec![ClientId(7)]);
+    assert_eq!(e.held_by(ClientId(7)), vec![f]);
+    unlink(&mut e, ROOT, "f", 60).unwrap();
+    assert_eq!(e.lookup(ROOT, "f"), Err(FsError::NotFound));
+    let a = e.getattr(f).unwrap();
+    assert_eq!((a.nlink, a.ctime, a.size), (0, t(60), 10));
+    assert_eq!(e.orphans(), vec![f]);
+    // Still usable by inode.
+    assert_eq!(attr(commit(&mut e, f, 2 * CS)).size, 2 * CS);
+    let h1 = handle(alloc(&mut e, f, 1));
+    assert_eq!(e.chunks(f, 0, 10).unwrap().len(), 2);
+    setx(&mut e, f, "user.k", b"v", XattrFlags::Either, 61).unwrap();
+    assert_eq!(e.counts().files, 1);
+    assert_eq!(e.counts().chunks, 2);
+    // Not by name again.
+    assert_eq!(link(&mut e, f, ROOT, "back", 62), Err(FsError::NotFound));
+    // The last release drops it with its chunks.
+    hold(&mut e, f, 7, false).unwrap();
+    assert_eq!(e.getattr(f), Err(FsError::NotFound));
+    assert_eq!((e.chunk(h), e.chunk(h1)), (None, None));
+    assert_eq!(e.orphans(), Vec::<InodeId>::new());
+    assert_eq!(
+        e.counts(),
+        Counts {
+            directories: 1,
+            ..Counts::default()
+        }
+    );
+}
+
+#[test]
+fn holds_are_a_set_per_client_and_inode() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    let d = mkdir(&mut e, ROOT, "d");
+    hold(&mut e, f, 1, true).unwrap();
+    hold(&mut e, f, 1, true).unwrap();
+    hold(&mut e, f, 2, true).unwrap();
+    assert_eq!(e.holders(f), vec![ClientId(1), ClientId(2)]);
+    // Releasing what is not held is fine (retries, races with DropClientHolds).
+    hold(&mut e, f, 3, false).unwrap();
+    hold(&mut e, InodeId(99), 3, false).unwrap();
+    assert_eq!(hold(&mut e, InodeId(99), 3, true), Err(FsError::NotFound));
+    // Directories are not held.
+    hold(&mut e, d, 1, true).unwrap();
+    assert_eq!(e.holders(d), vec![]);
+    unlink(&mut e, ROOT, "f", 5).unwrap();
+    hold(&mut e, f, 1, false).unwrap();
+    assert_eq!(e.getattr(f).unwrap().nlink, 0, "client 2 still holds it");
+    hold(&mut e, f, 2, false).unwrap();
+    assert_eq!(e.getattr(f), Err(FsError::NotFound));
+    // A held file that still has a name stays when released.
+    let g = create(&mut e, ROOT, "g");
+    hold(&mut e, g, 1, true).unwrap();
+    hold(&mut e, g, 1, false).unwrap();
+    assert_eq!(e.getattr(g).unwrap().nlink, 1);
+}
+
+#[test]
+fn drop_client_holds_releases_everything_of_that_client() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    let g = create(&mut e, ROOT, "g");
+    let k = create(&mut e, ROOT, "k");
+    let h = handle(alloc(&mut e, f, 0));
+    hold(&mut e, f, 1, true).unwrap();
+    hold(&mut e, g, 1, true).unwrap();
+    hold(&mut e, g, 2, true).unwrap();
+    hold(&mut e, k, 1, true).unwrap();
+    for n in ["f", "g"] {
+        unlink(&mut e, ROOT, n, 5).unwrap();
+    }
+    apply(
+        &mut e,
+        Command::DropClientHolds {
+            client: ClientId(1),
+        },
+    )
+    .unwrap();
+    assert_eq!(e.getattr(f), Err(FsError::NotFound));
+    assert_eq!(e.chunk(h), None);
+    assert_eq!(e.getattr(g).unwrap().nlink, 0, "client 2 holds g");
+    assert_eq!(e.getattr(k).unwrap().nlink, 1);
+    assert_eq!(e.held_by(ClientId(1)), vec![]);
+    assert_eq!(e.held_by(ClientId(2)), vec![g]);
+    // Unknown clients: nothing to do.
+    apply(
+        &mut e,
+        Command::DropClientHolds {
+            client: ClientId(9),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn rename_over_a_held_file_leaves_an_orphan() {
+    let mut e = new();
+    create(&mut e, ROOT, "a");
+    let b = create(&mut e, ROOT, "b");
+    hold(&mut e, b, 4, true).unwrap();
+    rename(&mut e, ROOT, "a", ROOT, "b", 30).unwrap();
+    let bb = e.getattr(b).unwrap();
+    assert_eq!((bb.nlink, bb.ctime), (0, t(30)));
+    assert_eq!(e.orphans(), vec![b]);
+}
+
+#[test]
+fn orphans_holds_and_xattrs_survive_checkpoint() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    let h = handle(alloc(&mut e, f, 0));
+    setx(&mut e, f, "user.a", b"1", XattrFlags::Either, 5).unwrap();
+    hold(&mut e, f, 3, true).unwrap();
+    unlink(&mut e, ROOT, "f", 6).unwrap();
+    let bytes = postcard::to_stdvec(&e).unwrap();
+    let mut r: Engine = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(r, e);
+    r.check_invariants().unwrap();
+    assert_eq!(r.orphans(), vec![f]);
+    assert_eq!(r.get_xattr(f, "user.a").unwrap(), b"1");
+    r.apply(&Command::HoldOpen {
+        op: op0(),
+        inode: f,
+        client: ClientId(3),
+        hold: false,
+    })
+    .unwrap();
+    r.check_invariants().unwrap();
+    assert_eq!(r.chunk(h), None);
+}
+
+#[test]
+fn xattrs_set_get_list_remove_and_ctime() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    assert_eq!(
+        setx(&mut e, f, "user.b", b"two", XattrFlags::Either, 20),
+        Ok(Output::Unit)
+    );
+    setx(&mut e, f, "user.a", b"", XattrFlags::Either, 21).unwrap();
+    let a = e.getattr(f).unwrap();
+    assert_eq!((a.ctime, a.mtime), (t(21), t(10)));
+    assert_eq!(e.get_xattr(f, "user.b").unwrap(), b"two");
+    assert_eq!(e.get_xattr(f, "user.a").unwrap(), b"");
+    assert_eq!(e.list_xattr(f).unwrap(), ["user.a", "user.b"]);
+    setx(&mut e, f, "user.b", b"2", XattrFlags::Either, 22).unwrap();
+    assert_eq!(e.get_xattr(f, "user.b").unwrap(), b"2");
+    assert_eq!(rmx(&mut e, f, "user.b", 23), Ok(Output::Unit));
+    assert_eq!(e.getattr(f).unwrap().ctime, t(23));
+    assert_eq!(e.list_xattr(f).unwrap(), ["user.a"]);
+    // Every kind carries xattrs.
+    let d = mkdir(&mut e, ROOT, "d");
+    let l = attr(symlink_at(&mut e, ROOT, "l", "x")).inode;
+    setx(&mut e, d, "trusted.x", b"d", XattrFlags::Either, 24).unwrap();
+    setx(&mut e, l, "trusted.x", b"l", XattrFlags::Either, 24).unwrap();
+    assert_eq!(e.get_xattr(d, "trusted.x").unwrap(), b"d");
+    assert_eq!(e.get_xattr(l, "trusted.x").unwrap(), b"l");
+    // Hard links share them.
+    link(&mut e, f, d, "g", 25).unwrap();
+    assert_eq!(
+        e.list_xattr(e.lookup(d, "g").unwrap().inode).unwrap(),
+        ["user.a"]
+    );
+}
+
+#[test]
+fn xattr_create_and_replace_flags() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    assert_eq!(
+        setx(&mut e, f, "user.k", b"1", XattrFlags::ReplaceOnly, 5),
+        Err(FsError::NoData)
+    );
+    setx(&mut e, f, "user.k", b"1", XattrFlags::CreateOnly, 5).unwrap();
+    assert_eq!(
+        setx(&mut e, f, "user.k", b"2", XattrFlags::CreateOnly, 6),
+        Err(FsError::AlreadyExists)
+    );
+    setx(&mut e, f, "user.k", b"3", XattrFlags::ReplaceOnly, 7).unwrap();
+    assert_eq!(e.get_xattr(f, "user.k").unwrap(), b"3");
+    assert_eq!(e.getattr(f).unwrap().ctime, t(7));
+}
+
+#[test]
+fn xattr_missing_and_errors() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    assert_eq!(e.get_xattr(f, "user.none"), Err(FsError::NoData));
+    assert_eq!(rmx(&mut e, f, "user.none", 5), Err(FsError::NoData));
+    assert_eq!(e.list_xattr(f).unwrap(), Vec::<String>::new());
+    assert_eq!(e.get_xattr(InodeId(99), "user.a"), Err(FsError::NotFound));
+    assert_eq!(e.list_xattr(InodeId(99)), Err(FsError::NotFound));
+    assert_eq!(
+        setx(&mut e, InodeId(99), "user.a", b"", XattrFlags::Either, 5),
+        Err(FsError::NotFound)
+    );
+    assert_eq!(
+        rmx(&mut e, InodeId(99), "user.a", 5),
+        Err(FsError::NotFound)
+    );
+    assert!(invalid(setx(
+        &mut e,
+        f,
+        "user.\0",
+        b"",
+        XattrFlags::Either,
+        5
+    )));
+}
+
+#[test]
+fn xattr_limits() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    let long = "u".repeat(255);
+    setx(&mut e, f, &long, b"x", XattrFlags::Either, 5).unwrap();
+    assert!(matches!(
+        setx(&mut e, f, &"u".repeat(256), b"x", XattrFlags::Either, 5),
+        Err(FsError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        setx(&mut e, f, "", b"x", XattrFlags::Either, 5),
+        Err(FsError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        e.get_xattr(f, &"u".repeat(256)),
+        Err(FsError::OutOfRange(_))
+    ));
+    let max = vec![7u8; 64 << 10];
+    setx(&mut e, f, "user.big", &max, XattrFlags::Either, 5).unwrap();
+    assert!(matches!(
+        setx(
+            &mut e,
+            f,
+            "user.big2",
+            &vec![7u8; (64 << 10) + 1],
+            XattrFlags::Either,
+            5
+        ),
+        Err(FsError::TooBig(_))
+    ));
+    // Names plus values at most 1 MiB per inode.
+    let g = create(&mut e, ROOT, "g");
+    let v = vec![1u8; 64 << 10];
+    let mut used = 0usize;
+    let mut i = 0;
+    loop {
+        let name = format!("user.{i:02}");
+        if used + name.len() + v.len() > 1 << 20 {
+            assert_eq!(
+                setx(&mut e, g, &name, &v, XattrFlags::Either, 6),
+                Err(FsError::NoSpace)
+            );
+            break;
+        }
+        setx(&mut e, g, &name, &v, XattrFlags::Either, 6).unwrap();
+        used += name.len() + v.len();
+        i += 1;
+    }
+    assert_eq!(i, 15);
+    // Replacing an attribute counts only the new value: shrinking always fits, and the room it
+    // frees is usable.
+    setx(&mut e, g, "user.00", b"", XattrFlags::ReplaceOnly, 7).unwrap();
+    setx(&mut e, g, "user.15", &v, XattrFlags::Either, 7).unwrap();
+    // Exactly 1 MiB fits.
+    let h = create(&mut e, ROOT, "h");
+    let names_len = "user.a".len();
+    setx(
+        &mut e,
+        h,
+        "user.a",
+        &vec![0; 64 << 10],
+        XattrFlags::Either,
+        8,
+    )
+    .unwrap();
+    let mut left = (1usize << 20) - names_len - (64 << 10);
+    let mut k = 0;
+    while left > 0 {
+        let name = format!("user.r{k:03}");
+        let len = (left - name.len()).min(64 << 10);
+        setx(&mut e, h, &name, &vec![0; len], XattrFlags::Either, 8).unwrap();
+        left -= name.len() + len;
+        k += 1;
+    }
+    assert_eq!(
+        setx(&mut e, h, "user.z", b"", XattrFlags::Either, 8),
+        Err(FsError::NoSpace)
+    );
+}
+
+#[test]
+fn setattr_mode_on_every_kind() {
+    let mut e = new();
+    let d = mkdir(&mut e, ROOT, "d");
+    let l = attr(symlink_at(&mut e, ROOT, "l", "x")).inode;
+    let p = attr(mknod_at(&mut e, ROOT, "p", FileKind::Fifo, 0)).inode;
+    for i in [d, l, p] {
+        let a = attr(setattr(&mut e, i, |c| {
+            if let Command::SetAttr { mode, .. } = c {
+                *mode = Some(0o1701);
+            }
+        }));
+        assert_eq!((a.mode, a.ctime), (0o1701, t(50)));
+    }
+    for i in [l, p] {
+        let r = setattr(&mut e, i, |c| {
+            if let Command::SetAttr { size, .. } = c {
+                *size = Some(0);
+            }
+        });
+        assert!(invalid(r));
+    }
+}
+
+fn chown_clear(e: &mut Engine, inode: InodeId, clear: bool) -> Attr {
+    attr(setattr(e, inode, |c| {
+        if let Command::SetAttr {
+            uid,
+            gid,
+            clear_suid,
+            ..
+        } = c
+        {
+            *uid = Some(65534);
+            *gid = Some(65533);
+            *clear_suid = clear;
+        }
+    }))
+}
+
+fn chmod(e: &mut Engine, inode: InodeId, m: u32) {
+    setattr(e, inode, |c| {
+        if let Command::SetAttr { mode, .. } = c {
+            *mode = Some(m);
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn setattr_clear_suid_follows_linux() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    chmod(&mut e, f, 0o6555);
+    let a = chown_clear(&mut e, f, true);
+    assert_eq!(
+        (a.mode, a.uid, a.gid, a.ctime),
+        (0o555, 65534, 65533, t(50))
+    );
+    // Without S_IXGRP the setgid bit is a locking marker and stays.
+    chmod(&mut e, f, 0o6644);
+    assert_eq!(chown_clear(&mut e, f, true).mode, 0o2644);
+    // Not asked: kept.
+    chmod(&mut e, f, 0o6755);
+    assert_eq!(chown_clear(&mut e, f, false).mode, 0o6755);
+    // Directories keep theirs.
+    let d = mkdir(&mut e, ROOT, "d");
+    chmod(&mut e, d, 0o6755);
+    assert_eq!(chown_clear(&mut e, d, true).mode, 0o6755);
+    // Applied after an explicit mode in the same call.
+    let a = attr(setattr(&mut e, f, |c| {
+        if let Command::SetAttr {
+            mode, clear_suid, ..
+        } = c
+        {
+            *mode = Some(0o4711);
+            *clear_suid = true;
+        }
+    }));
+    assert_eq!(a.mode, 0o711);
+    // Alone, it changes ctime only when it changes the mode.
+    let mut cmd = Command::SetAttr {
+        op: op0(),
+        inode: f,
+        mode: None,
+        uid: None,
+        gid: None,
+        size: None,
+        atime: None,
+        mtime: None,
+        clear_suid: true,
+        time: t(77),
+    };
+    assert_eq!(attr(apply(&mut e, cmd.clone())).ctime, t(50));
+    chmod(&mut e, f, 0o4700);
+    if let Command::SetAttr { time, .. } = &mut cmd {
+        *time = t(78);
+    }
+    let a = attr(apply(&mut e, cmd));
+    assert_eq!((a.mode, a.ctime), (0o700, t(78)));
+}
+
+#[test]
+fn rename_noreplace() {
+    let mut e = new();
+    let d = mkdir(&mut e, ROOT, "d");
+    let f = create(&mut e, ROOT, "f");
+    create(&mut e, d, "g");
+    assert_eq!(
+        rename_flags(&mut e, ROOT, "f", d, "g", RENAME_NOREPLACE, 5),
+        Err(FsError::AlreadyExists)
+    );
+    assert_eq!(
+        rename_flags(&mut e, ROOT, "f", ROOT, "f", RENAME_NOREPLACE, 5),
+        Err(FsError::AlreadyExists)
+    );
+    assert_eq!(
+        rename_flags(&mut e, ROOT, "x", d, "y", RENAME_NOREPLACE, 5),
+        Err(FsError::NotFound)
+    );
+    rename_flags(&mut e, ROOT, "f", d, "h", RENAME_NOREPLACE, 6).unwrap();
+    assert_eq!(e.lookup(d, "h").unwrap().inode, f);
+    assert_eq!(e.getattr(d).unwrap().mtime, t(6));
+}
+
+#[test]
+fn rename_exchange_swaps_entries() {
+    let mut e = new();
+    let a = mkdir(&mut e, ROOT, "a");
+    let b = mkdir(&mut e, ROOT, "b");
+    let sub = mkdir(&mut e, a, "sub");
+    create(&mut e, sub, "inner");
+    let f = create(&mut e, b, "f");
+    assert_eq!(
+        (e.getattr(a).unwrap().nlink, e.getattr(b).unwrap().nlink),
+        (3, 2)
+    );
+    rename_flags(&mut e, a, "sub", b, "f", RENAME_EXCHANGE, 40).unwrap();
+    assert_eq!(e.lookup(a, "sub").unwrap().inode, f);
+    assert_eq!(e.lookup(b, "f").unwrap().inode, sub);
+    assert_eq!(e.resolve("/b/f/inner").unwrap().kind, FileKind::File);
+    let (pa, pb) = (e.getattr(a).unwrap(), e.getattr(b).unwrap());
+    assert_eq!((pa.nlink, pa.mtime, pa.ctime), (2, t(40), t(40)));
+    assert_eq!((pb.nlink, pb.mtime, pb.ctime), (3, t(40), t(40)));
+    assert_eq!(e.getattr(sub).unwrap().ctime, t(40));
+    assert_eq!(e.getattr(f).unwrap().ctime, t(40));
+    // The moved directory's parent pointer follows: it cannot be moved under itself now.
+    assert!(invalid(rename(&mut e, ROOT, "b", sub, "x", 41)));
+    // Two directories in one parent; two files.
+    let c = mkdir(&mut e, ROOT, "c");
+    rename_flags(&mut e, ROOT, "a", ROOT, "c", RENAME_EXCHANGE, 42).unwrap();
+    assert_eq!(
+        (
+            e.lookup(ROOT, "a").unwrap().inode,
+            e.lookup(ROOT, "c").unwrap().inode
+        ),
+        (c, a)
+    );
+    assert_eq!(e.getattr(ROOT).unwrap().nlink, 5);
+    // The same entry: nothing happens.
+    let before = e.clone();
+    rename_flags(&mut e, ROOT, "a", ROOT, "a", RENAME_EXCHANGE, 43).unwrap();
+    assert_eq!(e, before);
+}
+
+#[test]
+fn rename_exchange_errors() {
+    let mut e = new();
+    let a = mkdir(&mut e, ROOT, "a");
+    let b = mkdir(&mut e, a, "b");
+    create(&mut e, ROOT, "f");
+    assert_eq!(
+        rename_flags(&mut e, ROOT, "f", ROOT, "nope", RENAME_EXCHANGE, 5),
+        Err(FsError::NotFound)
+    );
+    assert_eq!(
+        rename_flags(&mut e, ROOT, "nope", ROOT, "f", RENAME_EXCHANGE, 5),
+        Err(FsError::NotFound)
+    );
+    // A directory and its own descendant, either way round.
+    assert!(invalid(rename_flags(
+        &mut e,
+        ROOT,
+        "a",
+        a,
+        "b",
+        RENAME_EXCHANGE,
+        5
+    )));
+    assert!(invalid(rename_flags(
+        &mut e,
+        a,
+        "b",
+        ROOT,
+        "a",
+        RENAME_EXCHANGE,
+        5
+    )));
+    create(&mut e, b, "deep");
+    assert!(invalid(rename_flags(
+        &mut e,
+        ROOT,
+        "a",
+        b,
+        "deep",
+        RENAME_EXCHANGE,
+        5
+    )));
+    // A non-empty directory may be exchanged with a file (nothing is replaced).
+    rename_flags(&mut e, ROOT, "a", ROOT, "f", RENAME_EXCHANGE, 6).unwrap();
+    assert_eq!(e.lookup(ROOT, "f").unwrap().inode, a);
+}
+
+#[test]
+fn rename_rejects_unknown_flags() {
+    let mut e = new();
+    create(&mut e, ROOT, "f");
+    for flags in [3, 4, 1 << 31] {
+        assert!(
+            invalid(rename_flags(&mut e, ROOT, "f", ROOT, "g", flags, 5)),
+            "{flags}"
+        );
+    }
+}
+
+#[test]
+fn counts_with_links_and_orphans() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    commit(&mut e, f, 100).unwrap();
+    link(&mut e, f, ROOT, "g", 5).unwrap();
+    symlink_at(&mut e, ROOT, "l", "abc").unwrap();
+    mknod_at(&mut e, ROOT, "s", FileKind::Socket, 0).unwrap();
+    assert_eq!(
+        e.counts(),
+        Counts {
+            files: 2,
+            directories: 1,
+            symlinks: 1,
+            chunks: 0,
+            bytes: 100
+        }
+    );
+    hold(&mut e, f, 1, true).unwrap();
+    unlink(&mut e, ROOT, "f", 6).unwrap();
+    unlink(&mut e, ROOT, "g", 6).unwrap();
+    assert_eq!(
+        e.counts(),
+        Counts {
+            files: 2,
+            directories: 1,
+            symlinks: 1,
+            chunks: 0,
+            bytes: 100
+        }
+    );
+    hold(&mut e, f, 1, false).unwrap();
+    assert_eq!(
+        e.counts(),
+        Counts {
+            files: 1,
+            directories: 1,
+            symlinks: 1,
+            chunks: 0,
+            bytes: 0
+        }
+    );
+}
+
+#[test]
+fn new_mutations_are_exactly_once() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    let cmd = Command::Link {
+        op: op(9, 1),
+        inode: f,
+        new_parent: ROOT,
+        new_name: "g".into(),
+        time: t(5),
+    };
+    let first = apply(&mut e, cmd.clone()).unwrap();
+    assert_eq!(apply(&mut e, cmd), Ok(first));
+    assert_eq!(e.getattr(f).unwrap().nlink, 2);
+    let sx = Command::SetXattr {
+        op: op(9, 2),
+        inode: f,
+        name: "user.k".into(),
+        value: vec![1],
+        flags: XattrFlags::CreateOnly,
+        time: t(6),
+    };
+    apply(&mut e, sx.clone()).unwrap();
+    assert_eq!(
+        apply(&mut e, sx),
+        Ok(Output::Unit),
+        "a retried create-only set is not EEXIST"
+    );
+    let rx = Command::RemoveXattr {
+        op: op(9, 3),
+        inode: f,
+        name: "user.k".into(),
+        time: t(7),
+    };
+    apply(&mut e, rx.clone()).unwrap();
+    assert_eq!(apply(&mut e, rx), Ok(Output::Unit));
+    let sl = Command::Symlink {
+        op: op(9, 4),
+        parent: ROOT,
+        name: "l".into(),
+        target: "x".into(),
+        uid: 0,
+        gid: 0,
+        time: t(8),
+    };
+    let a = apply(&mut e, sl.clone()).unwrap();
+    assert_eq!(apply(&mut e, sl), Ok(a));
+}
+
 // ---------------------------------------------------------------- property tests
 
 /// Small name space so that collisions happen.
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+const XNAMES: [&str; 3] = ["user.x", "user.y", "trusted.z"];
+const SPECIAL: [FileKind; 5] = [
+    FileKind::Fifo,
+    FileKind::CharDevice,
+    FileKind::BlockDevice,
+    FileKind::Socket,
+    FileKind::File,
+];
 
 #[derive(Clone, Debug)]
 enum PathOp {
     Mkdir(Vec<usize>),
     Create(Vec<usize>, bool),
     Rename(Vec<usize>, Vec<usize>),
+    RenameFlags(Vec<usize>, Vec<usize>, u32),
     Unlink(Vec<usize>),
     Rmdir(Vec<usize>),
+    Symlink(Vec<usize>),
+    Mknod(Vec<usize>, usize),
+    Link(Vec<usize>, Vec<usize>),
     SetSize(Vec<usize>, u64),
+    Chmod(Vec<usize>, u32, bool),
     Commit(Vec<usize>, u64),
     Alloc(Vec<usize>, u64),
     Bump(u64),
     ClientRetry(u64, u64),
+    SetXattr(Vec<usize>, usize, usize, u8),
+    RemoveXattr(Vec<usize>, usize),
+    Hold(Vec<usize>, u64),
+    /// Release by inode number (orphans have no path).
+    Release(u64, u64),
+    DropClient(u64),
 }
 
 fn path_strategy() -> impl Strategy<Value = Vec<usize>> {
@@ -1044,13 +2121,23 @@ fn op_strategy() -> impl Strategy<Value = PathOp> {
         3 => path_strategy().prop_map(PathOp::Mkdir),
         3 => (path_strategy(), any::<bool>()).prop_map(|(p, x)| PathOp::Create(p, x)),
         3 => (path_strategy(), path_strategy()).prop_map(|(a, b)| PathOp::Rename(a, b)),
+        2 => (path_strategy(), path_strategy(), 0..4u32).prop_map(|(a, b, f)| PathOp::RenameFlags(a, b, f)),
         2 => path_strategy().prop_map(PathOp::Unlink),
         2 => path_strategy().prop_map(PathOp::Rmdir),
+        1 => path_strategy().prop_map(PathOp::Symlink),
+        1 => (path_strategy(), 0..SPECIAL.len()).prop_map(|(p, k)| PathOp::Mknod(p, k)),
+        3 => (path_strategy(), path_strategy()).prop_map(|(a, b)| PathOp::Link(a, b)),
         1 => (path_strategy(), 0..5 * CS).prop_map(|(p, s)| PathOp::SetSize(p, s)),
+        1 => (path_strategy(), 0..0o10000u32, any::<bool>()).prop_map(|(p, m, c)| PathOp::Chmod(p, m, c)),
         1 => (path_strategy(), 0..5 * CS).prop_map(|(p, s)| PathOp::Commit(p, s)),
         2 => (path_strategy(), 0..5u64).prop_map(|(p, i)| PathOp::Alloc(p, i)),
         1 => (1..20u64).prop_map(PathOp::Bump),
         1 => (1..4u64, 1..6u64).prop_map(|(c, s)| PathOp::ClientRetry(c, s)),
+        2 => (path_strategy(), 0..XNAMES.len(), 0..4usize, 0..3u8).prop_map(|(p, n, l, f)| PathOp::SetXattr(p, n, l, f)),
+        1 => (path_strategy(), 0..XNAMES.len()).prop_map(|(p, n)| PathOp::RemoveXattr(p, n)),
+        2 => (path_strategy(), 1..4u64).prop_map(|(p, c)| PathOp::Hold(p, c)),
+        2 => (2..30u64, 1..4u64).prop_map(|(i, c)| PathOp::Release(i, c)),
+        1 => (1..4u64).prop_map(PathOp::DropClient),
     ]
 }
 
@@ -1109,6 +2196,16 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
             src_name: name(a),
             dst_parent: parent(b),
             dst_name: name(b),
+            flags: 0,
+            time,
+        },
+        PathOp::RenameFlags(a, b, flags) => Command::Rename {
+            op: o0,
+            src_parent: parent(a),
+            src_name: name(a),
+            dst_parent: parent(b),
+            dst_name: name(b),
+            flags: *flags,
             time,
         },
         PathOp::Unlink(p) => Command::Unlink {
@@ -1123,6 +2220,33 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
             name: name(p),
             time,
         },
+        PathOp::Symlink(p) => Command::Symlink {
+            op: o0,
+            parent: parent(p),
+            name: name(p),
+            target: path_str(p),
+            uid: 0,
+            gid: 0,
+            time,
+        },
+        PathOp::Mknod(p, k) => Command::Mknod {
+            op: o0,
+            parent: parent(p),
+            name: name(p),
+            kind: SPECIAL[*k],
+            mode: 0o600,
+            rdev: *k as u32 + 1,
+            uid: 0,
+            gid: 0,
+            time,
+        },
+        PathOp::Link(a, b) => Command::Link {
+            op: o0,
+            inode: target(a),
+            new_parent: parent(b),
+            new_name: name(b),
+            time,
+        },
         PathOp::SetSize(p, s) => Command::SetAttr {
             op: o0,
             inode: target(p),
@@ -1132,6 +2256,19 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
             size: Some(*s),
             atime: None,
             mtime: None,
+            clear_suid: false,
+            time,
+        },
+        PathOp::Chmod(p, m, clear) => Command::SetAttr {
+            op: o0,
+            inode: target(p),
+            mode: Some(*m),
+            uid: Some(1),
+            gid: None,
+            size: None,
+            atime: None,
+            mtime: None,
+            clear_suid: *clear,
             time,
         },
         PathOp::Commit(p, s) => Command::CommitSize {
@@ -1158,62 +2295,130 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
             gid: 0,
             time,
         },
+        PathOp::SetXattr(p, n, len, f) => Command::SetXattr {
+            op: o0,
+            inode: target(p),
+            name: XNAMES[*n].into(),
+            value: vec![*len as u8; *len],
+            flags: [
+                XattrFlags::Either,
+                XattrFlags::CreateOnly,
+                XattrFlags::ReplaceOnly,
+            ][*f as usize],
+            time,
+        },
+        PathOp::RemoveXattr(p, n) => Command::RemoveXattr {
+            op: o0,
+            inode: target(p),
+            name: XNAMES[*n].into(),
+            time,
+        },
+        PathOp::Hold(p, c) => Command::HoldOpen {
+            op: o0,
+            inode: target(p),
+            client: ClientId(*c),
+            hold: true,
+        },
+        PathOp::Release(i, c) => Command::HoldOpen {
+            op: o0,
+            inode: InodeId(*i),
+            client: ClientId(*c),
+            hold: false,
+        },
+        PathOp::DropClient(c) => Command::DropClientHolds {
+            client: ClientId(*c),
+        },
     }
 }
 
-/// One node of a snapshot: kind, size, chunks.
-type Node = (FileKind, u64, Vec<(u64, ChunkHandle, ChunkVersion)>);
+/// One node of a snapshot: kind, size, chunks, inode.
+type Node = (
+    FileKind,
+    u64,
+    Vec<(u64, ChunkHandle, ChunkVersion)>,
+    InodeId,
+);
 
-/// The whole tree as path -> (kind, size, chunks), walked through the public API.
+/// The whole tree as path -> (kind, size, chunks, inode), walked through the public API, checking
+/// that directories are reachable once, that nlink counts the names of every other inode, and
+/// that every inode is either reachable or an orphan.
 fn snapshot(e: &Engine) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(String::new(), ROOT)];
-    let mut seen = std::collections::BTreeSet::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut names: BTreeMap<InodeId, u32> = BTreeMap::new();
     while let Some((path, dir)) = stack.pop() {
         let (entries, more) = e.readdir(dir, None, u32::MAX).unwrap();
         assert!(!more);
         for ent in entries {
-            assert!(seen.insert(ent.inode), "inode reachable twice");
             let p = format!("{path}/{}", ent.name);
             let a = e.getattr(ent.inode).unwrap();
             assert_eq!(a.kind, ent.kind);
             assert_eq!(e.lookup(dir, &ent.name).unwrap(), a);
             assert_eq!(e.resolve(&p).unwrap(), a);
-            let chunks = if a.kind == FileKind::File {
-                e.chunks(a.inode, 0, u32::MAX).unwrap()
-            } else {
-                stack.push((p.clone(), ent.inode));
-                vec![]
+            let chunks = match a.kind {
+                FileKind::File => e.chunks(a.inode, 0, u32::MAX).unwrap(),
+                FileKind::Directory => {
+                    assert!(dirs.insert(ent.inode), "directory reachable twice");
+                    stack.push((p.clone(), ent.inode));
+                    vec![]
+                }
+                FileKind::Symlink => {
+                    assert_eq!(e.readlink(a.inode).unwrap().len() as u64, a.size);
+                    vec![]
+                }
+                _ => vec![],
             };
-            out.insert(p, (a.kind, a.size, chunks));
+            if a.kind != FileKind::Directory {
+                *names.entry(a.inode).or_default() += 1;
+            }
+            out.insert(p, (a.kind, a.size, chunks, a.inode));
         }
+    }
+    for (inode, n) in &names {
+        assert_eq!(e.getattr(*inode).unwrap().nlink, *n, "nlink of {inode}");
+    }
+    for o in e.orphans() {
+        let a = e.getattr(o).unwrap();
+        assert_eq!(a.nlink, 0);
+        assert!(!e.holders(o).is_empty());
+        assert!(!names.contains_key(&o));
     }
     let c = e.counts();
     assert_eq!(
         c.files + c.directories + c.symlinks,
-        out.len() as u64 + 1,
-        "every inode reachable"
+        (dirs.len() + names.len() + e.orphans().len()) as u64 + 1,
+        "every inode reachable or an orphan"
     );
     out
 }
 
-/// Reference model of the namespace: path -> is_dir.
+/// What the model knows of a node: a directory, or a non-directory with a model identity (hard
+/// links share it) and a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MNode {
+    Dir,
+    Other(u64, FileKind),
+}
+
+/// Reference model of the namespace: path -> node.
 #[derive(Default)]
 struct Model {
-    nodes: BTreeMap<String, bool>,
+    nodes: BTreeMap<String, MNode>,
+    next: u64,
 }
 
 impl Model {
-    fn is_dir(&self, p: &str) -> Option<bool> {
+    fn get(&self, p: &str) -> Option<MNode> {
         if p == "/" || p.is_empty() {
-            Some(true)
+            Some(MNode::Dir)
         } else {
             self.nodes.get(p).copied()
         }
     }
 
     fn parent_ok(&self, p: &[usize]) -> bool {
-        self.is_dir(&parent_str(p)) == Some(true)
+        self.get(&parent_str(p)) == Some(MNode::Dir)
     }
 
     fn has_children(&self, p: &str) -> bool {
@@ -1221,34 +2426,76 @@ impl Model {
         self.nodes.keys().any(|k| k.starts_with(&prefix))
     }
 
+    fn add(&mut self, p: &[usize], kind: FileKind) -> bool {
+        let s = path_str(p);
+        if !self.parent_ok(p) || self.nodes.contains_key(&s) {
+            return false;
+        }
+        let node = if kind == FileKind::Directory {
+            MNode::Dir
+        } else {
+            self.next += 1;
+            MNode::Other(self.next, kind)
+        };
+        self.nodes.insert(s, node);
+        true
+    }
+
+    /// Remove the subtree at `p` and return it with paths relative to `p`.
+    fn take(&mut self, p: &str) -> Vec<(String, MNode)> {
+        let prefix = format!("{p}/");
+        let keys: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|k| **k == p || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                let v = self.nodes.remove(&k).unwrap();
+                (k[p.len()..].to_string(), v)
+            })
+            .collect()
+    }
+
+    fn put(&mut self, p: &str, sub: Vec<(String, MNode)>) {
+        for (rel, v) in sub {
+            self.nodes.insert(format!("{p}{rel}"), v);
+        }
+    }
+
     /// Apply; returns whether the operation succeeds.
     fn apply(&mut self, o: &PathOp) -> bool {
         match o {
-            PathOp::Mkdir(p) => {
-                let s = path_str(p);
-                if !self.parent_ok(p) || self.nodes.contains_key(&s) {
-                    return false;
-                }
-                self.nodes.insert(s, true);
-                true
-            }
+            PathOp::Mkdir(p) => self.add(p, FileKind::Directory),
+            PathOp::Symlink(p) => self.add(p, FileKind::Symlink),
+            PathOp::Mknod(p, k) => self.add(p, SPECIAL[*k]),
             PathOp::Create(p, excl) => {
-                let s = path_str(p);
                 if !self.parent_ok(p) {
                     return false;
                 }
-                match self.nodes.get(&s) {
+                match self.nodes.get(&path_str(p)) {
                     Some(_) if *excl => false,
-                    Some(is_dir) => !is_dir,
-                    None => {
-                        self.nodes.insert(s, false);
+                    Some(n) => matches!(n, MNode::Other(_, FileKind::File)),
+                    None => self.add(p, FileKind::File),
+                }
+            }
+            PathOp::Link(a, b) => {
+                let sa = path_str(a);
+                let sb = path_str(b);
+                match self.nodes.get(&sa).copied() {
+                    Some(n @ MNode::Other(..))
+                        if self.parent_ok(b) && !self.nodes.contains_key(&sb) =>
+                    {
+                        self.nodes.insert(sb, n);
                         true
                     }
+                    _ => false,
                 }
             }
             PathOp::Unlink(p) => {
                 let s = path_str(p);
-                if self.parent_ok(p) && self.nodes.get(&s) == Some(&false) {
+                if self.parent_ok(p) && matches!(self.nodes.get(&s), Some(MNode::Other(..))) {
                     self.nodes.remove(&s);
                     true
                 } else {
@@ -1257,7 +2504,9 @@ impl Model {
             }
             PathOp::Rmdir(p) => {
                 let s = path_str(p);
-                if self.parent_ok(p) && self.nodes.get(&s) == Some(&true) && !self.has_children(&s)
+                if self.parent_ok(p)
+                    && self.nodes.get(&s) == Some(&MNode::Dir)
+                    && !self.has_children(&s)
                 {
                     self.nodes.remove(&s);
                     true
@@ -1265,43 +2514,58 @@ impl Model {
                     false
                 }
             }
-            PathOp::Rename(a, b) => {
-                let (sa, sb) = (path_str(a), path_str(b));
-                if !self.parent_ok(a) || !self.parent_ok(b) {
-                    return false;
-                }
-                let Some(src_dir) = self.nodes.get(&sa).copied() else {
-                    return false;
-                };
-                if sa == sb {
-                    return true;
-                }
-                if src_dir && sb.starts_with(&format!("{sa}/")) {
-                    return false;
-                }
-                if let Some(dst_dir) = self.nodes.get(&sb).copied() {
-                    match (src_dir, dst_dir) {
-                        (true, true) if self.has_children(&sb) => return false,
-                        (true, false) | (false, true) => return false,
-                        _ => {}
-                    }
-                    self.nodes.remove(&sb);
-                }
-                let prefix = format!("{sa}/");
-                let moved: Vec<(String, bool)> = self
-                    .nodes
-                    .iter()
-                    .filter(|(k, _)| **k == sa || k.starts_with(&prefix))
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect();
-                for (k, v) in moved {
-                    self.nodes.remove(&k);
-                    self.nodes.insert(format!("{sb}{}", &k[sa.len()..]), v);
-                }
-                true
-            }
+            PathOp::Rename(a, b) => self.rename(a, b, 0),
+            PathOp::RenameFlags(a, b, f) => self.rename(a, b, *f),
             _ => unreachable!("not a namespace op"),
         }
+    }
+
+    fn rename(&mut self, a: &[usize], b: &[usize], flags: u32) -> bool {
+        let (sa, sb) = (path_str(a), path_str(b));
+        if flags == 3 || !self.parent_ok(a) || !self.parent_ok(b) {
+            return false;
+        }
+        let Some(src) = self.nodes.get(&sa).copied() else {
+            return false;
+        };
+        let dst = self.nodes.get(&sb).copied();
+        if flags == RENAME_EXCHANGE {
+            let Some(dst) = dst else { return false };
+            if sa == sb || src == dst && src != MNode::Dir {
+                return true;
+            }
+            if (src == MNode::Dir && sb.starts_with(&format!("{sa}/")))
+                || (dst == MNode::Dir && sa.starts_with(&format!("{sb}/")))
+            {
+                return false;
+            }
+            let ta = self.take(&sa);
+            let tb = self.take(&sb);
+            self.put(&sb, ta);
+            self.put(&sa, tb);
+            return true;
+        }
+        if flags == RENAME_NOREPLACE && dst.is_some() {
+            return false;
+        }
+        if sa == sb || (dst == Some(src) && src != MNode::Dir) {
+            return true;
+        }
+        let src_dir = src == MNode::Dir;
+        if src_dir && sb.starts_with(&format!("{sa}/")) {
+            return false;
+        }
+        if let Some(dst) = dst {
+            match (src_dir, dst == MNode::Dir) {
+                (true, true) if self.has_children(&sb) => return false,
+                (true, false) | (false, true) => return false,
+                _ => {}
+            }
+            self.nodes.remove(&sb);
+        }
+        let moved = self.take(&sa);
+        self.put(&sb, moved);
+        true
     }
 }
 
@@ -1310,8 +2574,12 @@ fn ns_op_strategy() -> impl Strategy<Value = PathOp> {
         3 => path_strategy().prop_map(PathOp::Mkdir),
         3 => (path_strategy(), any::<bool>()).prop_map(|(p, x)| PathOp::Create(p, x)),
         4 => (path_strategy(), path_strategy()).prop_map(|(a, b)| PathOp::Rename(a, b)),
+        2 => (path_strategy(), path_strategy(), 0..4u32).prop_map(|(a, b, f)| PathOp::RenameFlags(a, b, f)),
         2 => path_strategy().prop_map(PathOp::Unlink),
         2 => path_strategy().prop_map(PathOp::Rmdir),
+        1 => path_strategy().prop_map(PathOp::Symlink),
+        1 => (path_strategy(), 0..SPECIAL.len()).prop_map(|(p, k)| PathOp::Mknod(p, k)),
+        3 => (path_strategy(), path_strategy()).prop_map(|(a, b)| PathOp::Link(a, b)),
     ]
 }
 
@@ -1358,9 +2626,17 @@ proptest! {
         }
         prop_assert_eq!(&a, &c);
         snapshot(&a);
+        // Every client going away leaves no orphan behind.
+        for client in 1..4 {
+            a.apply(&Command::DropClientHolds { client: ClientId(client) }).unwrap();
+        }
+        a.check_invariants().map_err(TestCaseError::fail)?;
+        prop_assert_eq!(a.orphans(), Vec::<InodeId>::new());
+        snapshot(&a);
     }
 
-    /// The engine agrees with a path-map model on success/failure and on the resulting tree.
+    /// The engine agrees with a path-map model on success/failure, on the resulting tree and on
+    /// which paths are hard links of one inode.
     #[test]
     fn prop_matches_model(ops in prop::collection::vec(ns_op_strategy(), 1..100)) {
         let mut e = new();
@@ -1371,11 +2647,28 @@ proptest! {
             let ok = m.apply(o);
             prop_assert_eq!(r.is_ok(), ok, "op {:?} -> {:?}", o, r);
             e.check_invariants().map_err(TestCaseError::fail)?;
-            let tree: BTreeMap<String, bool> = snapshot(&e)
-                .into_iter()
-                .map(|(p, (k, _, _))| (p, k == FileKind::Directory))
+            let snap = snapshot(&e);
+            let tree: BTreeMap<String, FileKind> =
+                snap.iter().map(|(p, n)| (p.clone(), n.0)).collect();
+            let model: BTreeMap<String, FileKind> = m
+                .nodes
+                .iter()
+                .map(|(p, n)| (p.clone(), match n {
+                    MNode::Dir => FileKind::Directory,
+                    MNode::Other(_, k) => *k,
+                }))
                 .collect();
-            prop_assert_eq!(&tree, &m.nodes);
+            prop_assert_eq!(&tree, &model);
+            // Model identities and engine inodes correspond one to one.
+            let mut fwd: BTreeMap<u64, InodeId> = BTreeMap::new();
+            let mut back: BTreeMap<InodeId, u64> = BTreeMap::new();
+            for (p, n) in &m.nodes {
+                if let MNode::Other(id, _) = n {
+                    let ino = snap[p].3;
+                    prop_assert_eq!(*fwd.entry(*id).or_insert(ino), ino);
+                    prop_assert_eq!(*back.entry(ino).or_insert(*id), *id);
+                }
+            }
         }
     }
 

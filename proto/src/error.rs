@@ -18,8 +18,25 @@ pub enum FsError {
     InvalidArgument(String),
     #[error("file name too long")]
     NameTooLong,
+    /// EACCES.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// EPERM: the operation is not allowed on this object whoever asks (e.g. a hard link to a
+    /// directory).
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
+    /// ENODATA: no such extended attribute.
+    #[error("no such attribute")]
+    NoData,
+    /// ERANGE: an extended attribute name is empty or longer than 255 bytes.
+    #[error("result out of range: {0}")]
+    OutOfRange(String),
+    /// E2BIG: an extended attribute value is larger than 64 KiB.
+    #[error("argument too big: {0}")]
+    TooBig(String),
+    /// EMLINK: the inode already has the most hard links allowed.
+    #[error("too many links")]
+    TooManyLinks,
     #[error("no space left on device")]
     NoSpace,
     #[error("file too large")]

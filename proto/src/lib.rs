@@ -72,6 +72,16 @@ pub enum Method {
     ReportBadChunk = 22,
     Heartbeat = 23,
     ClusterStatus = 24,
+    // master: namespace, POSIX extensions
+    Symlink = 50,
+    ReadLink = 51,
+    Mknod = 52,
+    Link = 53,
+    SetXattr = 54,
+    GetXattr = 55,
+    ListXattr = 56,
+    RemoveXattr = 57,
+    HoldOpen = 58,
     // chunkserver
     PushData = 40,
     CommitMutation = 41,
@@ -84,7 +94,7 @@ pub enum Method {
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 24] = [
+        const ALL: [Method; 33] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -103,6 +113,15 @@ impl Method {
             ReportBadChunk,
             Heartbeat,
             ClusterStatus,
+            Symlink,
+            ReadLink,
+            Mknod,
+            Link,
+            SetXattr,
+            GetXattr,
+            ListXattr,
+            RemoveXattr,
+            HoldOpen,
             PushData,
             CommitMutation,
             ApplyMutation,
@@ -165,6 +184,9 @@ mod tests {
         }
         assert_eq!(Method::from_u16(41), Some(Method::CommitMutation));
         assert_eq!(Method::from_u16(0), None);
+        assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
+        let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
+        assert_eq!(n, 33, "every method is listed once");
     }
 
     #[test]

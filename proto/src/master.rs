@@ -81,6 +81,10 @@ pub struct ReadDirReply {
 rpc!(ReadDir => ReadDirReply, ReadDir, [Client, Master]);
 
 /// Rename, replacing a destination of a compatible kind (an empty directory for a directory).
+/// Renaming a name onto another link of the same inode succeeds and changes nothing.
+/// `flags`: 0, [`RENAME_NOREPLACE`] (`AlreadyExists` if the destination exists) or
+/// [`RENAME_EXCHANGE`] (swap two existing entries of any kinds); anything else is
+/// `InvalidArgument`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rename {
     pub op: OpId,
@@ -88,6 +92,7 @@ pub struct Rename {
     pub src_name: String,
     pub dst_parent: InodeId,
     pub dst_name: String,
+    pub flags: u32,
 }
 rpc!(Rename => (), Rename, [Client, Master]);
 
@@ -119,6 +124,9 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<Timestamp>,
     pub mtime: Option<Timestamp>,
+    /// Clear S_ISUID, and S_ISGID if S_IXGRP is set, on a non-directory (after `mode` is
+    /// applied), as Linux does on chown by an unprivileged caller. The caller decides.
+    pub clear_suid: bool,
 }
 rpc!(SetAttr => Attr, SetAttr, [Client, Master]);
 
@@ -132,6 +140,101 @@ pub struct CommitSize {
     pub mtime: Timestamp,
 }
 rpc!(CommitSize => Attr, CommitSize, [Client, Master]);
+
+/// Create a symbolic link (mode 0o777) whose target is 1..=4095 bytes without NUL (empty:
+/// `NotFound`, as Linux; too long: `NameTooLong`). Its size is the target's length.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Symlink {
+    pub op: OpId,
+    pub parent: InodeId,
+    pub name: String,
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+rpc!(Symlink => Attr, Symlink, [Client, Master]);
+
+/// The target of a symlink (`InvalidArgument` for any other kind).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadLink {
+    pub inode: InodeId,
+}
+rpc!(ReadLink => String, ReadLink, [Client, Master]);
+
+/// Create a fifo, a device, a socket or an empty regular file (`kind`); metadata only. `rdev` is
+/// kept for devices and ignored otherwise. A directory or symlink kind is `InvalidArgument`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mknod {
+    pub op: OpId,
+    pub parent: InodeId,
+    pub name: String,
+    pub kind: FileKind,
+    pub mode: u32,
+    pub rdev: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+rpc!(Mknod => Attr, Mknod, [Client, Master]);
+
+/// Add a hard link `new_parent/new_name` to a non-directory (`NotPermitted` for a directory,
+/// `NotFound` for an orphan, `TooManyLinks` past [`MAX_LINKS`]). Returns the inode's attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub new_parent: InodeId,
+    pub new_name: String,
+}
+rpc!(Link => Attr, Link, [Client, Master]);
+
+/// Set an extended attribute. Names are 1..=255 bytes without NUL (`OutOfRange` otherwise),
+/// values at most 64 KiB (`TooBig`), names plus values at most 1 MiB per inode (`NoSpace`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetXattr {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub name: String,
+    pub value: Vec<u8>,
+    pub flags: XattrFlags,
+}
+rpc!(SetXattr => (), SetXattr, [Client, Master]);
+
+/// The value of an extended attribute (`NoData` if it has none by that name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetXattr {
+    pub inode: InodeId,
+    pub name: String,
+}
+rpc!(GetXattr => Vec<u8>, GetXattr, [Client, Master]);
+
+/// The names of an inode's extended attributes, in byte order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListXattr {
+    pub inode: InodeId,
+}
+rpc!(ListXattr => Vec<String>, ListXattr, [Client, Master]);
+
+/// Remove an extended attribute (`NoData` if it has none by that name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveXattr {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub name: String,
+}
+rpc!(RemoveXattr => (), RemoveXattr, [Client, Master]);
+
+/// Record (`hold`) or drop this client's open hold on an inode. Holds are a set per
+/// (client, inode): holding twice is one hold, dropping an absent hold succeeds. A file whose
+/// last link goes while held stays, by inode only (nlink 0), until its last hold is dropped.
+/// Directories are not held (a no-op success).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldOpen {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub client: ClientId,
+    pub hold: bool,
+}
+rpc!(HoldOpen => (), HoldOpen, [Client, Master]);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatFs {}

@@ -50,6 +50,51 @@ pub enum FileKind {
     File,
     Directory,
     Symlink,
+    /// A named pipe (`mknod S_IFIFO`). Metadata only.
+    Fifo,
+    /// A character device; `Attr::rdev` names it. Metadata only.
+    CharDevice,
+    /// A block device; `Attr::rdev` names it. Metadata only.
+    BlockDevice,
+    /// A Unix socket (`mknod S_IFSOCK`, `bind`). Metadata only.
+    Socket,
+}
+
+impl FileKind {
+    /// Fifos, devices and sockets: inodes that carry only metadata.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket
+        )
+    }
+}
+
+/// Longest symlink target in bytes (`PATH_MAX` - 1).
+pub const MAX_SYMLINK_BYTES: usize = 4095;
+/// Longest extended attribute name in bytes (`XATTR_NAME_MAX`).
+pub const MAX_XATTR_NAME_BYTES: usize = 255;
+/// Largest extended attribute value in bytes (`XATTR_SIZE_MAX`).
+pub const MAX_XATTR_VALUE_BYTES: usize = 64 << 10;
+/// Most bytes of extended attributes (names plus values) one inode may hold.
+pub const MAX_XATTR_TOTAL_BYTES: usize = 1 << 20;
+/// Most hard links to one non-directory inode (as ext4).
+pub const MAX_LINKS: u32 = 65_000;
+
+/// `renameat2` flags (Linux values).
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+
+/// How `SetXattr` treats an existing attribute (`setxattr` flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum XattrFlags {
+    /// Create or replace (flags 0).
+    #[default]
+    Either,
+    /// `XATTR_CREATE`: `AlreadyExists` if the attribute exists.
+    CreateOnly,
+    /// `XATTR_REPLACE`: `NoData` if the attribute does not exist.
+    ReplaceOnly,
 }
 
 /// What `stat` shows.
@@ -61,8 +106,13 @@ pub struct Attr {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Regular files: bytes. Symlinks: the target's length. Directories and special files: 0.
     pub size: u64,
+    /// Directory entries naming this inode (directories: 2 + subdirectories). 0 for a file that
+    /// was unlinked while open (an orphan, reachable by inode only until its last hold goes).
     pub nlink: u32,
+    /// Device number of a character or block device (0 for every other kind).
+    pub rdev: u32,
     pub atime: Timestamp,
     pub mtime: Timestamp,
     pub ctime: Timestamp,
