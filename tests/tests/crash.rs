@@ -81,10 +81,16 @@ async fn kill_9_of_the_master_loses_nothing_acknowledged() {
                     .await
                     .unwrap();
                 let data = pattern(i, 10_000 + i as usize * 1000);
-                client.write(attr.inode, 0, Bytes::from(data)).await.unwrap();
+                client
+                    .write(attr.inode, 0, Bytes::from(data))
+                    .await
+                    .unwrap();
                 if i % 5 == 0 {
                     let new = format!("renamed{i}");
-                    client.rename(dir.inode, &name, dir.inode, &new).await.unwrap();
+                    client
+                        .rename(dir.inode, &name, dir.inode, &new)
+                        .await
+                        .unwrap();
                     acked.push((new, i));
                 } else if i % 7 == 0 {
                     client.unlink(dir.inode, &name).await.unwrap();

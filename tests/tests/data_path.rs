@@ -28,10 +28,20 @@ async fn put_200_mib_with_the_cli_spans_chunks_on_three_distinct_replicas() {
     let attr = client.stat("/big.bin").await.unwrap();
     assert_eq!(attr.size, 200 << 20);
     let chunks = client.chunks(attr.inode).await.unwrap();
-    assert!(chunks.len() >= 4, "200 MiB in 64 MiB chunks: {} chunks", chunks.len());
+    assert!(
+        chunks.len() >= 4,
+        "200 MiB in 64 MiB chunks: {} chunks",
+        chunks.len()
+    );
     for c in &chunks {
         let distinct: BTreeSet<_> = c.replicas.iter().map(|r| r.id).collect();
-        assert_eq!(distinct.len(), 3, "chunk {} replicas {:?}", c.index, c.replicas);
+        assert_eq!(
+            distinct.len(),
+            3,
+            "chunk {} replicas {:?}",
+            c.index,
+            c.replicas
+        );
     }
 
     let out = cluster.dir.path().join("back.bin");
@@ -71,7 +81,11 @@ fn parse_records(data: &[u8], chunk_size: usize) -> HashMap<(u32, u32), usize> {
             let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
             let crc = u32::from_le_bytes(h[16..20].try_into().unwrap());
             let payload = &data[pos + 20..pos + 20 + len];
-            assert_eq!(crc32c::crc32c(payload), crc, "record ({writer},{seq}) is torn");
+            assert_eq!(
+                crc32c::crc32c(payload),
+                crc,
+                "record ({writer},{seq}) is torn"
+            );
             *seen.entry((writer, seq)).or_insert(0) += 1;
             pos += 20 + len;
         } else {
@@ -108,7 +122,11 @@ async fn concurrent_writers_and_appenders_all_finish_whole() {
             let data = pattern(1000 + w as u64, 3 * (1 << 20) + (1 << 19));
             for (i, piece) in data.chunks(700_001).enumerate() {
                 client
-                    .write(attr.inode, (i * 700_001) as u64, Bytes::copy_from_slice(piece))
+                    .write(
+                        attr.inode,
+                        (i * 700_001) as u64,
+                        Bytes::copy_from_slice(piece),
+                    )
                     .await
                     .unwrap();
             }
@@ -139,7 +157,10 @@ async fn concurrent_writers_and_appenders_all_finish_whole() {
         clients.push(r.unwrap());
     }
     let attr = setup.getattr(log.inode).await.unwrap();
-    let data = setup.read(log.inode, 0, attr.size, attr.size).await.unwrap();
+    let data = setup
+        .read(log.inode, 0, attr.size, attr.size)
+        .await
+        .unwrap();
     let seen = parse_records(&data, chunk as usize);
     for w in 0..4u32 {
         for seq in 0..40u32 {
@@ -190,7 +211,9 @@ async fn a_flipped_byte_is_never_served_and_is_reported() {
     // The corrupt replica is no longer offered to readers.
     let replicas = &client.chunks(attr.inode).await.unwrap()[0].replicas;
     assert_eq!(replicas.len(), 2);
-    assert!(replicas.iter().all(|r| r.id != cluster.chunkserver(0).node_id()));
+    assert!(replicas
+        .iter()
+        .all(|r| r.id != cluster.chunkserver(0).node_id()));
     cluster.shutdown().await;
 }
 
@@ -214,9 +237,15 @@ async fn every_replica_corrupt_is_an_error_not_wrong_bytes() {
         bytes[off as usize + 5] ^= 1;
         std::fs::write(&path, bytes).unwrap();
     }
-    let err = client.read(attr.inode, 0, 200_000, 200_000).await.unwrap_err();
+    let err = client
+        .read(attr.inode, 0, 200_000, 200_000)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, FsError::ChecksumMismatch { .. } | FsError::Unavailable(_)),
+        matches!(
+            err,
+            FsError::ChecksumMismatch { .. } | FsError::Unavailable(_)
+        ),
         "{err:?}"
     );
     cluster.shutdown().await;
@@ -247,12 +276,8 @@ async fn strangers_are_refused_and_bad_frames_get_errors() {
     let client = cluster.client().await;
     let transport = client.node.transport();
     let addr = cluster.master_addr.to_string();
-    let mut oversized = quarry_proto::frame::FrameHeader::request(
-        quarry_proto::Method::Lookup,
-        1,
-        0,
-    )
-    .encode();
+    let mut oversized =
+        quarry_proto::frame::FrameHeader::request(quarry_proto::Method::Lookup, 1, 0).encode();
     oversized[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
     let truncated = {
         let mut h = quarry_proto::frame::FrameHeader::request(quarry_proto::Method::Lookup, 50, 0)
@@ -261,7 +286,11 @@ async fn strangers_are_refused_and_bad_frames_get_errors() {
         h.extend_from_slice(&[1, 2, 3]);
         h
     };
-    for bad in [b"not a frame at all, just bytes".to_vec(), oversized.to_vec(), truncated] {
+    for bad in [
+        b"not a frame at all, just bytes".to_vec(),
+        oversized.to_vec(),
+        truncated,
+    ] {
         let (mut send, mut recv) = transport.open(&addr).await.unwrap();
         send.write_all(&bad).await.unwrap();
         send.shutdown().await.unwrap();
