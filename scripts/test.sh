@@ -4,6 +4,7 @@
 # crate's unit tests and the loopback-cluster integration tests in tests/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

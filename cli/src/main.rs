@@ -4,6 +4,7 @@
 mod cluster;
 mod connect;
 mod files;
+mod mount;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Command {
         /// Run each node as a child process, restarted ~2 s after it exits.
         #[arg(long)]
         processes: bool,
+        /// Also mount the filesystem at this directory (unmounted before the cluster stops).
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
         #[command(flatten)]
         tunables: up::Tunables,
     },
@@ -69,6 +73,10 @@ enum Command {
         #[command(flatten)]
         tunables: up::Tunables,
     },
+    /// Mount the filesystem at DIR (FUSE) and serve until Ctrl-C or SIGTERM, then unmount.
+    Mount { dir: PathBuf },
+    /// Unmount a Quarry mount (`fusermount3 -u DIR`).
+    Umount { dir: PathBuf },
     /// Copy a local file (`-` for stdin) into the filesystem.
     Put { local: String, remote: String },
     /// Copy a file out of the filesystem (`-` for stdout).
@@ -142,8 +150,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             chunkservers,
             processes,
+            mount,
             tunables,
-        } => up::up(&data, chunkservers, processes, &tunables).await,
+        } => up::up(&data, chunkservers, processes, mount.as_deref(), &tunables).await,
+        Command::Umount { dir } => mount::run_umount(&dir),
+        Command::Mount { dir } => {
+            let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
+            mount::run_mount(&file, &dir).await
+        }
         Command::Master {
             data,
             certs,
@@ -173,7 +187,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Mv { src, dst } => files::mv(c, &src, &dst).await,
                 Command::Stat { path } => files::stat(c, &path).await,
                 Command::Status { json } => files::status(c, json).await,
-                Command::Up { .. } | Command::Master { .. } | Command::Chunkserver { .. } => {
+                Command::Up { .. }
+                | Command::Master { .. }
+                | Command::Chunkserver { .. }
+                | Command::Mount { .. }
+                | Command::Umount { .. } => {
                     unreachable!("handled above")
                 }
             }

@@ -111,7 +111,13 @@ fn prepare(data: &Path, chunkservers: usize, t: &Tunables) -> anyhow::Result<Clu
     Ok(file)
 }
 
-fn banner(file: &ClusterFile, data: &Path, chunkservers: usize, mode: &str) {
+fn banner(
+    file: &ClusterFile,
+    data: &Path,
+    chunkservers: usize,
+    mode: &str,
+    mounted: Option<&Path>,
+) {
     let cluster = data.join("cluster.toml");
     println!("Quarry is up ({mode}).");
     println!("  master        {}", file.masters.join(", "));
@@ -123,10 +129,20 @@ fn banner(file: &ClusterFile, data: &Path, chunkservers: usize, mode: &str) {
     }
     println!("  data          {}", data.display());
     println!("  cluster file  {}", cluster.display());
+    if let Some(dir) = mounted {
+        println!("  mounted at    {}", dir.display());
+    }
     println!();
     println!("Next, in another terminal:");
     println!("  export QUARRY_CLUSTER={}", cluster.display());
-    println!("  quarry put ./some-file /some-file && quarry ls -l /");
+    match mounted {
+        Some(dir) => println!(
+            "  ls -l {} && cp ./some-file {}/",
+            dir.display(),
+            dir.display()
+        ),
+        None => println!("  quarry put ./some-file /some-file && quarry ls -l /"),
+    }
     println!("  quarry status");
     println!("Ctrl-C stops the cluster; nothing acknowledged is lost.");
 }
@@ -135,13 +151,14 @@ pub async fn up(
     data: &Path,
     chunkservers: usize,
     processes: bool,
+    mount_dir: Option<&Path>,
     t: &Tunables,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(chunkservers >= 1, "need at least one chunkserver");
     let file = prepare(data, chunkservers, t)?;
     let data = file.data.clone().expect("prepare sets data");
     if processes {
-        return supervise(&file, &data, chunkservers, t).await;
+        return supervise(&file, &data, chunkservers, mount_dir, t).await;
     }
     let certs = &file.certs;
     let master_cert = load_or_issue(certs, "master-0", Role::Master, "master-0")?;
@@ -168,9 +185,24 @@ pub async fn up(
         .with_context(|| format!("starting {name} on {bind}"))?;
         nodes.push(node);
     }
-    banner(&file, &data, chunkservers, "embedded, one process");
+    let mounted = match mount_dir {
+        Some(dir) => Some(crate::mount::mount(&file, dir).await?),
+        None => None,
+    };
+    banner(
+        &file,
+        &data,
+        chunkservers,
+        "embedded, one process",
+        mounted.as_ref().map(|m| m.dir()),
+    );
     shutdown_signal().await;
     println!("Shutting down...");
+    if let Some(m) = mounted {
+        if let Err(e) = m.unmount().await {
+            eprintln!("{e:#}");
+        }
+    }
     for n in nodes {
         n.shutdown().await;
     }
@@ -191,6 +223,7 @@ async fn supervise(
     file: &ClusterFile,
     data: &Path,
     chunkservers: usize,
+    mount_dir: Option<&Path>,
     t: &Tunables,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
@@ -232,7 +265,8 @@ async fn supervise(
         });
     }
     let pids_path = data.join("pids");
-    banner(file, data, chunkservers, "one process per node, supervised");
+    let mut mounted = None;
+    let mut announced = false;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -270,12 +304,43 @@ async fn supervise(
                 .collect();
             let _ = std::fs::write(&pids_path, pids);
         }
+        if !announced {
+            // The children are starting now: mount (retrying while the master comes up), then
+            // print the banner once.
+            announced = true;
+            if let Some(dir) = mount_dir {
+                let mut tries = 0;
+                mounted = loop {
+                    match crate::mount::mount(file, dir).await {
+                        Ok(m) => break Some(m),
+                        Err(e) if tries < 100 => {
+                            tracing::debug!("mount not ready yet: {e:#}");
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+            }
+            banner(
+                file,
+                data,
+                chunkservers,
+                "one process per node, supervised",
+                mounted.as_ref().map(|m| m.dir()),
+            );
+        }
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
     println!("Shutting down...");
+    if let Some(m) = mounted {
+        if let Err(e) = m.unmount().await {
+            eprintln!("{e:#}");
+        }
+    }
     // Chunkservers first, then the master, each asked politely with SIGTERM.
     for c in children.iter_mut().rev() {
         if let Some(p) = c.process.as_mut() {

@@ -239,7 +239,9 @@ impl Cluster {
     }
 
     pub fn chunkserver(&self, i: usize) -> &ChunkserverNode {
-        self.chunkservers[i].as_ref().expect("chunkserver is running")
+        self.chunkservers[i]
+            .as_ref()
+            .expect("chunkserver is running")
     }
 
     pub async fn client(&self) -> TestClient {
@@ -385,7 +387,10 @@ impl ProcCluster {
                 args: [
                     vec![
                         "chunkserver".to_string(),
-                        format!("--data={}", dir.path().join(format!("chunkserver-{i}")).display()),
+                        format!(
+                            "--data={}",
+                            dir.path().join(format!("chunkserver-{i}")).display()
+                        ),
                         certs_flag.clone(),
                         format!("--listen=127.0.0.1:{}", free_port()),
                         format!("--master={master_addr}"),

@@ -1,0 +1,307 @@
+//! Open files of one mount: the write-back buffer and the readahead window of an inode.
+//!
+//! Every open handle of an inode in this mount shares one [`OpenInode`], so two handles of the
+//! same file never reorder each other's writes and a read through one handle sees what another
+//! wrote. Its async mutex serializes writes, reads, flushes and truncates of that inode here.
+//!
+//! Writes coalesce into one contiguous buffer that is pushed to every replica
+//! (`Client::write_data`) when it reaches `flush_bytes`, when a write is not contiguous with it,
+//! and on flush/fsync/release; flush/fsync/release then record the size on the master
+//! (`Client::commit_size`), so after `close` the data is on every replica and visible to other
+//! mounts that open the file afterwards (close-to-open). Buffered bytes are bounded across the
+//! mount by a semaphore; when it is exhausted a write goes straight through instead of waiting.
+//! A failed push is remembered and reported by the next write, flush, fsync or close: never
+//! dropped silently.
+
+use bytes::{Bytes, BytesMut};
+use quarry_client::Client;
+use quarry_proto::{FsError, InodeId};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Tunables of the per-inode state (set from [`crate::MountOptions`]).
+#[derive(Clone, Debug)]
+pub struct FileConfig {
+    /// Push the write buffer once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// Bytes fetched ahead of a sequential reader.
+    pub readahead_bytes: u64,
+}
+
+/// One inode that is open in this mount.
+pub struct OpenInode {
+    pub inode: InodeId,
+    client: Client,
+    config: FileConfig,
+    budget: Arc<Semaphore>,
+    state: tokio::sync::Mutex<State>,
+    /// The size including data not yet committed on the master, while there is any. `getattr`
+    /// reads it without waiting for a push in progress.
+    dirty_size: Mutex<Option<u64>>,
+}
+
+struct State {
+    /// This mount's view of the size: the master's at open (close-to-open), grown by local
+    /// writes, set by local truncates.
+    size: u64,
+    buf_offset: u64,
+    buf: BytesMut,
+    /// Budget held for the bytes in `buf`.
+    permit: Option<OwnedSemaphorePermit>,
+    /// End of data on the replicas that the master does not know yet.
+    uncommitted_end: Option<u64>,
+    /// A failed push, reported by the next write/flush/fsync/close.
+    error: Option<FsError>,
+    readahead: Readahead,
+}
+
+#[derive(Default)]
+struct Readahead {
+    /// Where the next read of a sequential reader starts.
+    next: u64,
+    window: Option<(u64, Bytes)>,
+    pending: Option<(u64, JoinHandle<Result<Bytes, FsError>>)>,
+}
+
+impl Readahead {
+    fn clear(&mut self) {
+        self.window = None;
+        if let Some((_, h)) = self.pending.take() {
+            h.abort();
+        }
+    }
+
+    fn serve(&self, offset: u64, end: u64) -> Option<Bytes> {
+        let (at, bytes) = self.window.as_ref()?;
+        let window_end = at + bytes.len() as u64;
+        (*at <= offset && end <= window_end)
+            .then(|| bytes.slice((offset - at) as usize..(end - at) as usize))
+    }
+}
+
+impl Drop for Readahead {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+impl OpenInode {
+    pub fn new(
+        client: Client,
+        inode: InodeId,
+        size: u64,
+        config: FileConfig,
+        budget: Arc<Semaphore>,
+    ) -> OpenInode {
+        OpenInode {
+            inode,
+            client,
+            config,
+            budget,
+            state: tokio::sync::Mutex::new(State {
+                size,
+                buf_offset: 0,
+                buf: BytesMut::new(),
+                permit: None,
+                uncommitted_end: None,
+                error: None,
+                readahead: Readahead::default(),
+            }),
+            dirty_size: Mutex::new(None),
+        }
+    }
+
+    /// The size to report while this mount holds data the master has not recorded.
+    pub fn dirty_size(&self) -> Option<u64> {
+        *self.dirty_size.lock().unwrap()
+    }
+
+    /// Close-to-open: at each open, take the master's size unless this mount has dirty data,
+    /// and drop readahead that may predate another mount's writes.
+    pub async fn refresh(&self, master_size: u64) {
+        let mut st = self.state.lock().await;
+        if st.buf.is_empty() && st.uncommitted_end.is_none() {
+            st.size = master_size;
+        }
+        st.readahead.clear();
+    }
+
+    /// Buffer `data` at `offset` (at the current end when `append`). Returns bytes accepted.
+    pub async fn write(&self, offset: u64, data: &[u8], append: bool) -> Result<u32, FsError> {
+        let mut st = self.state.lock().await;
+        if let Some(e) = &st.error {
+            return Err(e.clone());
+        }
+        // O_APPEND within this mount: the size the master reported at open plus local writes,
+        // serialized by the inode lock.
+        let offset = if append { st.size } else { offset };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::FileTooLarge)?;
+        st.readahead.clear();
+        let buf_end = st.buf_offset + st.buf.len() as u64;
+        let coalesces = !st.buf.is_empty()
+            && offset >= st.buf_offset
+            && offset <= buf_end
+            && end - st.buf_offset <= self.config.flush_bytes as u64;
+        if !coalesces {
+            self.push(&mut st).await?;
+            st.buf_offset = offset;
+        }
+        let start = (offset - st.buf_offset) as usize;
+        let grow = ((end - st.buf_offset) as usize).saturating_sub(st.buf.len());
+        match Arc::clone(&self.budget).try_acquire_many_owned(grow as u32) {
+            Ok(p) => {
+                match st.permit.as_mut() {
+                    Some(held) => held.merge(p),
+                    None => st.permit = Some(p),
+                }
+                let overlap = (st.buf.len() - start).min(data.len());
+                st.buf[start..start + overlap].copy_from_slice(&data[..overlap]);
+                st.buf.extend_from_slice(&data[overlap..]);
+            }
+            Err(_) => {
+                // The mount's buffer budget is spent: write this one through.
+                self.push(&mut st).await?;
+                let res = self
+                    .client
+                    .write_data(self.inode, offset, Bytes::copy_from_slice(data))
+                    .await;
+                if let Err(e) = res {
+                    st.error = Some(e.clone());
+                    return Err(e);
+                }
+                st.uncommitted_end = Some(st.uncommitted_end.unwrap_or(0).max(end));
+            }
+        }
+        st.size = st.size.max(end);
+        *self.dirty_size.lock().unwrap() = Some(st.size);
+        if st.buf.len() >= self.config.flush_bytes {
+            self.push(&mut st).await?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Push the buffer to the replicas (no size commit). A failure is remembered.
+    async fn push(&self, st: &mut State) -> Result<(), FsError> {
+        if st.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut st.buf).freeze();
+        let offset = st.buf_offset;
+        let end = offset + data.len() as u64;
+        let res = self.client.write_data(self.inode, offset, data).await;
+        st.permit = None;
+        match res {
+            Ok(()) => {
+                st.uncommitted_end = Some(st.uncommitted_end.unwrap_or(0).max(end));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(inode = %self.inode, offset, error = %e, "write-back push failed");
+                st.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Push everything and record the size on the master (flush, fsync, close). Reports, and
+    /// clears, an earlier failed push.
+    pub async fn flush(&self) -> Result<(), FsError> {
+        let mut st = self.state.lock().await;
+        let res = self.flush_locked(&mut st).await;
+        match (st.error.take(), res) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(())) => Ok(()),
+        }
+    }
+
+    async fn flush_locked(&self, st: &mut State) -> Result<(), FsError> {
+        self.push(st).await?;
+        if let Some(end) = st.uncommitted_end {
+            let attr = self.client.commit_size(self.inode, end).await?;
+            st.uncommitted_end = None;
+            st.size = attr.size;
+        }
+        if st.buf.is_empty() && st.uncommitted_end.is_none() {
+            *self.dirty_size.lock().unwrap() = None;
+        }
+        Ok(())
+    }
+
+    /// Set the size: buffered data goes out and is committed first, so the cut or extension
+    /// applies after it, as it would on a local disk.
+    pub async fn truncate(&self, size: u64) -> Result<quarry_proto::Attr, FsError> {
+        let mut st = self.state.lock().await;
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        self.flush_locked(&mut st).await?;
+        st.readahead.clear();
+        let attr = self.client.truncate(self.inode, size).await?;
+        st.size = attr.size;
+        Ok(attr)
+    }
+
+    /// Read up to `len` bytes at `offset`, as this mount sees the file.
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
+        let mut st = self.state.lock().await;
+        // Make buffered writes readable first (pushed data reads back from the replicas).
+        self.push(&mut st).await?;
+        let size = st.size;
+        let end = size.min(offset.saturating_add(len as u64));
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let sequential = offset == st.readahead.next;
+        st.readahead.next = end;
+        if let Some(b) = st.readahead.serve(offset, end) {
+            self.prefetch(&mut st, end);
+            return Ok(b);
+        }
+        if let Some((at, h)) = st.readahead.pending.take() {
+            if at <= offset && offset < at + self.config.readahead_bytes {
+                if let Ok(Ok(bytes)) = h.await {
+                    st.readahead.window = Some((at, bytes));
+                    if let Some(b) = st.readahead.serve(offset, end) {
+                        self.prefetch(&mut st, end);
+                        return Ok(b);
+                    }
+                }
+            } else {
+                h.abort();
+            }
+        }
+        if !sequential {
+            return self
+                .client
+                .read(self.inode, offset, end - offset, size)
+                .await;
+        }
+        let want = self.config.readahead_bytes.max(end - offset);
+        let bytes = self.client.read(self.inode, offset, want, size).await?;
+        st.readahead.window = Some((offset, bytes));
+        let out = st.readahead.serve(offset, end).unwrap_or_default();
+        self.prefetch(&mut st, end);
+        Ok(out)
+    }
+
+    /// Once a sequential reader is past the middle of the window, fetch the next one.
+    fn prefetch(&self, st: &mut State, read_end: u64) {
+        let Some((at, bytes)) = st.readahead.window.as_ref() else {
+            return;
+        };
+        let window_end = at + bytes.len() as u64;
+        if st.readahead.pending.is_some()
+            || read_end < at + bytes.len() as u64 / 2
+            || window_end >= st.size
+        {
+            return;
+        }
+        let client = self.client.clone();
+        let (inode, len, size) = (self.inode, self.config.readahead_bytes, st.size);
+        let h = tokio::spawn(async move { client.read(inode, window_end, len, size).await });
+        st.readahead.pending = Some((window_end, h));
+    }
+}

@@ -1,0 +1,308 @@
+//! The FUSE mount driven by ordinary shell tools: a harness cluster mounted in this process
+//! (`quarry_fs::mount`) at a temporary directory, then `std::fs` and `sh -c` inside it.
+//!
+//! Each test owns a tokio runtime that serves the cluster and the FUSE requests; the test body
+//! runs on the test thread, outside the runtime, because it blocks in system calls that the
+//! runtime must answer. Mounts are unmounted by a guard's `Drop`, and waits are on observable
+//! state (`/proc/mounts`), not sleeps. Without `/dev/fuse` the tests are skipped, except under
+//! CI (`CI=true`), where that is a failure.
+
+use quarry_tests::{pattern, sha256, Cluster, Options, TestClient};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "/dev/fuse is missing under CI: run scripts/setup.sh on a machine with FUSE"
+    );
+    eprintln!("skipping: /dev/fuse is missing (run scripts/setup.sh)");
+    false
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(dir.as_ref()))
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A mount of the cluster; unmounts (and checks it is gone) when dropped.
+struct MountGuard {
+    dir: PathBuf,
+    mount: Option<quarry_fs::Mount>,
+    _client: TestClient,
+    _tmp: tempfile::TempDir,
+}
+
+impl MountGuard {
+    fn new(rt: &tokio::runtime::Runtime, cluster: &Cluster) -> MountGuard {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(tmp.path()).unwrap().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        let client = rt.block_on(cluster.client());
+        let mount = quarry_fs::mount(
+            client.client.clone(),
+            rt.handle().clone(),
+            &dir,
+            &quarry_fs::MountOptions::default(),
+        )
+        .expect("mount");
+        wait_until("the mount in /proc/mounts", Duration::from_secs(10), || {
+            is_mounted(&dir)
+        });
+        MountGuard {
+            dir,
+            mount: Some(mount),
+            _client: client,
+            _tmp: tmp,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Run `script` with `sh -c` in the mount; panics with its output if it fails.
+    fn sh(&self, script: &str) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{script}` failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Some(m) = self.mount.take() {
+            if let Err(e) = m.unmount() {
+                eprintln!("unmount {}: {e}", self.dir.display());
+            }
+        }
+        if !std::thread::panicking() {
+            wait_until("the mount to go away", Duration::from_secs(10), || {
+                !is_mounted(&self.dir)
+            });
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    quarry_tests::init_tracing();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Small chunks so that files cross chunk boundaries.
+fn options() -> Options {
+    Options::default().chunk_size(4 << 20)
+}
+
+#[test]
+fn shell_tools_work_in_a_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(options()));
+    let m = MountGuard::new(&rt, &cluster);
+
+    // create / write / read / append
+    std::fs::write(m.path("hello.txt"), b"hello\n").unwrap();
+    assert_eq!(std::fs::read(m.path("hello.txt")).unwrap(), b"hello\n");
+    m.sh("echo world >> hello.txt && echo again >> hello.txt");
+    assert_eq!(m.sh("cat hello.txt"), "hello\nworld\nagain\n");
+    assert_eq!(std::fs::metadata(m.path("hello.txt")).unwrap().len(), 18);
+
+    // mkdir -p, ls, mv across directories
+    m.sh("mkdir -p a/b/c d && echo x > a/b/c/file && mv a/b/c/file d/moved");
+    assert_eq!(m.sh("ls a/b/c"), "");
+    assert_eq!(m.sh("ls d"), "moved\n");
+    assert_eq!(m.sh("cat d/moved"), "x\n");
+    assert_eq!(m.sh("ls -1 | sort"), "a\nd\nhello.txt\n");
+    assert_eq!(
+        std::fs::read_dir(m.path("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["c"]
+    );
+    m.sh("mv d a/b/c/ && test -f a/b/c/d/moved");
+
+    // errors are errnos
+    assert_eq!(
+        std::fs::read(m.path("nope")).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        std::fs::create_dir(m.path("a")).unwrap_err().kind(),
+        std::io::ErrorKind::AlreadyExists
+    );
+    let e = std::fs::remove_dir(m.path("a")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc_enotempty()), "{e}");
+
+    // cp -r a local tree in and out, and compare
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    for (i, name) in ["one", "sub/two", "sub/deeper/three", "sub/empty"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(src.join(name), pattern(i as u64, i * 70_000)).unwrap();
+    }
+    let out = local.path().join("out");
+    m.sh(&format!(
+        "cp -r {} tree && cp -r tree {} && diff -r {} {}",
+        src.display(),
+        out.display(),
+        src.display(),
+        out.display()
+    ));
+
+    // tar c and tar x inside the mount
+    m.sh("tar cf tree.tar tree && mkdir unpacked && tar xf tree.tar -C unpacked");
+    m.sh("diff -r tree unpacked/tree");
+
+    // sed -i (write a temp file, rename over the original)
+    m.sh("printf 'alpha\\nbeta\\n' > s.txt && sed -i 's/beta/gamma/' s.txt");
+    assert_eq!(m.sh("cat s.txt"), "alpha\ngamma\n");
+
+    // rm -rf
+    m.sh("rm -rf tree unpacked a tree.tar");
+    assert_eq!(m.sh("ls -1 | sort"), "hello.txt\ns.txt\n");
+
+    // statfs
+    m.sh("df -P . > /dev/null");
+
+    drop(m);
+    rt.block_on(cluster.shutdown());
+}
+
+fn libc_enotempty() -> i32 {
+    39 // ENOTEMPTY on Linux
+}
+
+#[test]
+fn large_files_truncate_and_fsync() {
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(options()));
+    let m = MountGuard::new(&rt, &cluster);
+
+    // 20 MiB crosses several 4 MiB chunks and several write-back flushes.
+    let data = pattern(42, 20 << 20);
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("big");
+    std::fs::write(&src, &data).unwrap();
+    m.sh(&format!("cp {} big", src.display()));
+    assert_eq!(std::fs::metadata(m.path("big")).unwrap().len(), 20 << 20);
+    let back = std::fs::read(m.path("big")).unwrap();
+    assert_eq!(sha256(&back), sha256(&data));
+    let sum = m.sh("sha256sum big");
+    assert!(sum.starts_with(&sha256(&data)), "{sum}");
+
+    // Another client sees the whole file after close.
+    let client = rt.block_on(cluster.client());
+    let attr = rt.block_on(client.stat("/big")).unwrap();
+    assert_eq!(attr.size, 20 << 20);
+
+    // truncate (path) and ftruncate (fd), shrinking and extending.
+    m.sh("truncate -s 5000000 big");
+    assert_eq!(std::fs::metadata(m.path("big")).unwrap().len(), 5_000_000);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("big"))
+        .unwrap();
+    f.set_len(6_000_000).unwrap();
+    drop(f);
+    let back = std::fs::read(m.path("big")).unwrap();
+    assert_eq!(back.len(), 6_000_000);
+    assert_eq!(&back[..5_000_000], &data[..5_000_000]);
+    assert!(back[5_000_000..].iter().all(|b| *b == 0));
+
+    // fsync: buffered data reaches the master before close.
+    use std::io::Write;
+    let mut f = std::fs::File::create(m.path("synced")).unwrap();
+    f.write_all(&data[..3 << 20]).unwrap();
+    // Before fsync the size seen through the mount includes buffered data.
+    assert_eq!(f.metadata().unwrap().len(), 3 << 20);
+    f.sync_all().unwrap();
+    let attr = rt.block_on(client.stat("/synced")).unwrap();
+    assert_eq!(attr.size, 3 << 20);
+    // Random-offset writes through one handle, then read back.
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(100)).unwrap();
+    f.write_all(b"patched").unwrap();
+    drop(f);
+    let back = std::fs::read(m.path("synced")).unwrap();
+    assert_eq!(&back[100..107], b"patched");
+    assert_eq!(&back[..100], &data[..100]);
+    assert_eq!(&back[107..], &data[107..3 << 20]);
+
+    drop(client);
+    drop(m);
+    rt.block_on(cluster.shutdown());
+}
+
+#[test]
+fn two_mounts_see_close_to_open() {
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(options()));
+    let a = MountGuard::new(&rt, &cluster);
+    let b = MountGuard::new(&rt, &cluster);
+
+    let data = pattern(7, 5 << 20);
+    std::fs::write(a.path("shared"), &data).unwrap();
+    // Closed on A: B opens it afterwards and reads it whole.
+    let back = std::fs::read(b.path("shared")).unwrap();
+    assert_eq!(back.len(), data.len());
+    assert_eq!(sha256(&back), sha256(&data));
+
+    // Appends on B are seen by a later open on A (after the attribute TTL at most).
+    b.sh("echo tail >> shared");
+    let want = data.len() as u64 + 5;
+    wait_until("A to see B's append", Duration::from_secs(5), || {
+        std::fs::metadata(a.path("shared")).unwrap().len() == want
+    });
+    let back = std::fs::read(a.path("shared")).unwrap();
+    assert_eq!(&back[data.len()..], b"tail\n");
+
+    // A directory made on A is listed on B.
+    a.sh("mkdir -p x/y && echo hi > x/y/z");
+    assert_eq!(b.sh("cat x/y/z"), "hi\n");
+
+    drop(a);
+    drop(b);
+    rt.block_on(cluster.shutdown());
+}
