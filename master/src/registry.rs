@@ -7,6 +7,9 @@ use quarry_proto::master::{ChunkserverStatus, Heartbeat, HeartbeatReply};
 use quarry_proto::{ChunkHandle, ChunkVersion, NodeId, ServerRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+/// How long a location set by a grant is protected from older chunk reports.
+pub const REPORT_RACE: Duration = Duration::from_secs(10);
+
 /// What a heartbeat yields: the reply, and versions newer than the table that the master must
 /// adopt (through its log).
 #[derive(Debug, Default)]
@@ -51,6 +54,9 @@ pub struct Registry {
     /// Replicas that missed a bump (or took one the master did not log): at or below this
     /// version they are stale, whatever they report, until a later bump includes them.
     stale: HashMap<(ChunkHandle, NodeId), ChunkVersion>,
+    /// Locations set by a grant in the last [`REPORT_RACE`]: a full report that a chunkserver
+    /// listed before the grant reached it must not remove them.
+    recent: HashMap<(ChunkHandle, NodeId), Instant>,
     corrupt_reports: u64,
     dead_after: Duration,
     /// After a master restart no lease is granted on a chunk that existed before it (handle at
@@ -85,6 +91,7 @@ impl Registry {
             pending_deletes: HashMap::new(),
             corrupt: HashSet::new(),
             stale: HashMap::new(),
+            recent: HashMap::new(),
             corrupt_reports: 0,
             dead_after,
             no_grants_before,
@@ -143,8 +150,12 @@ impl Registry {
             None => out.reply.want_report = !known,
             Some(report) => {
                 server.chunks = report.len() as u64;
-                for set in self.locations.values_mut() {
-                    set.remove(&hb.node);
+                self.recent
+                    .retain(|_, at| now.saturating_duration_since(*at) < REPORT_RACE);
+                for (handle, set) in self.locations.iter_mut() {
+                    if !self.recent.contains_key(&(*handle, hb.node)) {
+                        set.remove(&hb.node);
+                    }
                 }
                 // Forget locations of chunks the namespace dropped.
                 self.locations
@@ -193,10 +204,16 @@ impl Registry {
     }
 
     /// The replicas at the current version are exactly `nodes` (after a version bump).
-    pub fn set_locations(&mut self, handle: ChunkHandle, nodes: impl IntoIterator<Item = NodeId>) {
+    pub fn set_locations(
+        &mut self,
+        handle: ChunkHandle,
+        nodes: impl IntoIterator<Item = NodeId>,
+        now: Instant,
+    ) {
         let set: BTreeSet<NodeId> = nodes.into_iter().collect();
         for n in &set {
             self.stale.remove(&(handle, *n));
+            self.recent.insert((handle, *n), now);
             if !self.locations.get(&handle).is_some_and(|s| s.contains(n)) {
                 if let Some(s) = self.servers.get_mut(n) {
                     s.chunks += 1;
@@ -247,6 +264,7 @@ impl Registry {
         self.leases.remove(&handle);
         self.corrupt.retain(|(h, _)| *h != handle);
         self.stale.retain(|(h, _), _| *h != handle);
+        self.recent.retain(|(h, _), _| *h != handle);
         if let Some(set) = self.locations.remove(&handle) {
             for node in set {
                 self.pending_deletes
@@ -446,7 +464,7 @@ mod tests {
         let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
         r.heartbeat(&hb(1, Some(vec![(1, 3)])), &table, t0);
         r.heartbeat(&hb(2, Some(vec![(1, 3)])), &table, t0);
-        r.set_locations(ChunkHandle(1), [NodeId(1)]);
+        r.set_locations(ChunkHandle(1), [NodeId(1)], t0);
         r.mark_stale(ChunkHandle(1), NodeId(2), ChunkVersion(3));
         let reply = r.heartbeat(&hb(2, None), &table, t0).reply;
         assert_eq!(reply.delete, vec![(ChunkHandle(1), ChunkVersion(3))]);
@@ -456,9 +474,27 @@ mod tests {
         assert_eq!(reply.delete, vec![(ChunkHandle(1), ChunkVersion(3))]);
         assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1)]);
         // A later bump that includes it clears the mark.
-        r.set_locations(ChunkHandle(1), [NodeId(1), NodeId(2)]);
+        r.set_locations(ChunkHandle(1), [NodeId(1), NodeId(2)], t0);
         r.heartbeat(&hb(2, Some(vec![(1, 3)])), &table, t0);
         assert_eq!(r.locations(ChunkHandle(1)), vec![NodeId(1), NodeId(2)]);
+    }
+
+    #[test]
+    fn a_report_listed_before_a_grant_does_not_undo_it() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(60), t0, ChunkHandle(0));
+        r.heartbeat(&hb(1, Some(vec![])), &table, t0);
+        // The grant created chunk 2 on server 1; then a report taken before it arrives.
+        r.set_locations(ChunkHandle(2), [NodeId(1)], t0);
+        r.heartbeat(&hb(1, Some(vec![])), &table, t0 + Duration::from_secs(1));
+        assert_eq!(r.locations(ChunkHandle(2)), vec![NodeId(1)]);
+        // Long after the grant, a report without the chunk does remove it.
+        r.heartbeat(
+            &hb(1, Some(vec![])),
+            &table,
+            t0 + REPORT_RACE + Duration::from_secs(1),
+        );
+        assert!(r.locations(ChunkHandle(2)).is_empty());
     }
 
     #[test]

@@ -805,7 +805,7 @@ impl Inner {
         }
         {
             let mut registry = self.registry.lock().unwrap();
-            registry.set_locations(handle, ok.iter().map(|r| r.id));
+            registry.set_locations(handle, ok.iter().map(|r| r.id), Instant::now());
             for r in &failed {
                 // It may or may not have taken the bump; either way it misses what follows.
                 registry.mark_stale(handle, r.id, version);
