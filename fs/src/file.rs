@@ -244,6 +244,23 @@ impl OpenInode {
         Ok(attr)
     }
 
+    /// `fallocate` mode 0: make the file at least `end` bytes long (a sparse extension; chunks
+    /// are placed when written). Buffered data is committed first. A file already that long is
+    /// left alone.
+    pub async fn extend_to(&self, end: u64) -> Result<(), FsError> {
+        let mut st = self.state.lock().await;
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        self.flush_locked(&mut st).await?;
+        if end > st.size {
+            st.readahead.clear();
+            let attr = self.client.truncate(self.inode, end).await?;
+            st.size = attr.size;
+        }
+        Ok(())
+    }
+
     /// Read up to `len` bytes at `offset`, as this mount sees the file.
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, FsError> {
         let mut st = self.state.lock().await;

@@ -2,8 +2,8 @@
 //! never wait on the network: each one spawns a task on the tokio runtime that makes the client
 //! calls and replies from there (fuser's `Reply*` objects are `Send`).
 //!
-//! Operations Quarry cannot do yet each go through one function in [`seams`], where the work of
-//! the symlink / hard link / mknod / xattr / open-file-hold increment plugs in.
+//! Symlinks, hard links, special files and extended attributes go through [`seams`]; open-file
+//! holds are taken at an inode's first open in this mount and dropped at its last release.
 
 use crate::attr::{self, file_attr, file_type, inode, timestamp};
 use crate::errno::OpError;
@@ -152,6 +152,7 @@ impl Shared {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
+        caller: u32,
     ) -> OpResult<FileAttr> {
         let mut attr = None;
         if let Some(size) = size {
@@ -168,6 +169,8 @@ impl Shared {
                 gid,
                 atime: atime.map(time),
                 mtime: mtime.map(time),
+                // chown by an unprivileged caller drops setuid/setgid, as Linux does.
+                clear_suid: caller != 0 && (uid.is_some() || gid.is_some()),
                 ..Default::default()
             };
             attr = Some(self.client.setattr(req).await?);
@@ -183,7 +186,7 @@ impl Shared {
     /// mount holds dirty data for it.
     async fn open_handle(&self, attr: &Attr, append: bool) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let open = {
+        let (open, first) = {
             let mut h = self.handles.lock().unwrap();
             let entry = h.inodes.entry(attr.inode).or_insert_with(|| {
                 let open = OpenInode::new(
@@ -196,6 +199,7 @@ impl Shared {
                 (Arc::new(open), 0)
             });
             entry.1 += 1;
+            let first = entry.1 == 1;
             let open = Arc::clone(&entry.0);
             h.files.insert(
                 fh,
@@ -204,11 +208,14 @@ impl Shared {
                     append,
                 },
             );
-            open
+            (open, first)
         };
         open.refresh(attr.size).await;
-        // SEAM(hold): tell the master this inode is open here, so an unlink keeps its data
-        // until the last close (open-file holds).
+        if first {
+            // The first handle of the inode in this mount: hold it open on the master, so an
+            // unlink keeps its data until the last close here.
+            self.hold(attr.inode, true).await;
+        }
         fh
     }
 
@@ -249,18 +256,50 @@ impl Shared {
     async fn release(&self, fh: FileHandle) -> OpResult<()> {
         let (open, _) = self.file(fh)?;
         let res = open.flush().await;
-        {
+        let last = {
             let mut h = self.handles.lock().unwrap();
             h.files.remove(&fh.0);
-            if let Some(entry) = h.inodes.get_mut(&open.inode) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    h.inodes.remove(&open.inode);
+            match h.inodes.get_mut(&open.inode) {
+                Some(entry) => {
+                    entry.1 -= 1;
+                    let last = entry.1 == 0;
+                    if last {
+                        h.inodes.remove(&open.inode);
+                    }
+                    last
                 }
+                None => false,
             }
+        };
+        if last {
+            self.hold(open.inode, false).await;
         }
-        // SEAM(hold): release this mount's hold on the inode.
         Ok(res?)
+    }
+
+    /// Take or drop this mount's open hold on `inode`. A failure only costs the unlink-while-open
+    /// guarantee, so it is logged rather than failing the open or close.
+    async fn hold(&self, inode: InodeId, hold: bool) {
+        if let Err(e) = self.client.hold_open(inode, hold).await {
+            tracing::warn!(%inode, hold, error = %e, "open hold");
+        }
+    }
+
+    /// Sticky directories: only root, the directory's owner or the entry's owner may remove or
+    /// rename an entry (`default_permissions` leaves this to the filesystem).
+    async fn check_sticky(&self, uid: u32, parent: InodeId, name: &str) -> OpResult<()> {
+        if uid == 0 {
+            return Ok(());
+        }
+        let dir = self.client.getattr(parent).await?;
+        if dir.mode & libc::S_ISVTX == 0 || dir.uid == uid {
+            return Ok(());
+        }
+        match self.client.lookup(parent, name).await {
+            Ok(entry) if entry.uid != uid => Err(OpError(Errno::EPERM)),
+            // A missing entry is the operation's own error to report.
+            _ => Ok(()),
+        }
     }
 
     async fn opendir(&self, ino: InodeId) -> OpResult<u64> {
@@ -330,7 +369,7 @@ impl Filesystem for QuarryFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -348,9 +387,10 @@ impl Filesystem for QuarryFs {
     ) {
         // ctime is the master's to set (it changes with every attribute change).
         let ttl = self.shared.config.ttl;
+        let caller = req.uid();
         self.spawn(
             |s| async move {
-                s.setattr(inode(ino), mode, uid, gid, size, atime, mtime)
+                s.setattr(inode(ino), mode, uid, gid, size, atime, mtime, caller)
                     .await
             },
             move |r| match r {
@@ -393,7 +433,17 @@ impl Filesystem for QuarryFs {
                         .create(inode(parent), &name, mode & 0o7777 & !umask, uid, gid, true)
                         .await?
                 } else {
-                    seams::mknod_special(&s.client, inode(parent), &name, mode, umask, rdev).await?
+                    seams::mknod_special(
+                        &s.client,
+                        inode(parent),
+                        &name,
+                        mode,
+                        umask,
+                        rdev,
+                        uid,
+                        gid,
+                    )
+                    .await?
                 };
                 Ok(s.view(&attr))
             },
@@ -434,15 +484,19 @@ impl Filesystem for QuarryFs {
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match name_of(name) {
             Ok(n) => n,
             Err(_) => return reply.error(Errno::ENOENT),
         };
-        // SEAM(hold): with open-file holds, an unlinked file open here stays readable until
-        // its last close; today the master drops its name (and later its data) at once.
+        // A file open in any mount keeps its data after its last name goes (open-file holds),
+        // until its last close.
+        let uid = req.uid();
         self.spawn(
-            |s| async move { Ok(s.client.unlink(inode(parent), &name).await?) },
+            |s| async move {
+                s.check_sticky(uid, inode(parent), &name).await?;
+                Ok(s.client.unlink(inode(parent), &name).await?)
+            },
             |r| match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -450,13 +504,17 @@ impl Filesystem for QuarryFs {
         );
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match name_of(name) {
             Ok(n) => n,
             Err(_) => return reply.error(Errno::ENOENT),
         };
+        let uid = req.uid();
         self.spawn(
-            |s| async move { Ok(s.client.rmdir(inode(parent), &name).await?) },
+            |s| async move {
+                s.check_sticky(uid, inode(parent), &name).await?;
+                Ok(s.client.rmdir(inode(parent), &name).await?)
+            },
             |r| match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -494,7 +552,7 @@ impl Filesystem for QuarryFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -506,15 +564,14 @@ impl Filesystem for QuarryFs {
             (Ok(a), Ok(b)) => (a, b),
             _ => return reply.error(Errno::EINVAL),
         };
+        let uid = req.uid();
         self.spawn(
             |s| async move {
-                if !flags.is_empty() {
-                    // SEAM(rename2): RENAME_NOREPLACE / RENAME_EXCHANGE need master support.
-                    // EINVAL makes glibc/coreutils fall back to a plain rename.
-                    return Err(OpError(Errno::EINVAL));
-                }
+                let flags = rename_flags(flags)?;
+                s.check_sticky(uid, inode(parent), &name).await?;
+                s.check_sticky(uid, inode(newparent), &newname).await?;
                 Ok(s.client
-                    .rename(inode(parent), &name, inode(newparent), &newname)
+                    .rename_flags(inode(parent), &name, inode(newparent), &newname, flags)
                     .await?)
             },
             |r| match r {
@@ -801,6 +858,36 @@ impl Filesystem for QuarryFs {
         reply.ok();
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Only plain allocation (mode 0), as a sparse extension: chunks are placed on first
+        // write. Keep-size, punch-hole and the rest are not supported.
+        if mode != 0 {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        self.spawn(
+            |s| async move {
+                let end = offset
+                    .checked_add(length)
+                    .ok_or(OpError(Errno::from_i32(libc::EFBIG)))?;
+                let (open, _) = s.file(fh)?;
+                Ok(open.extend_to(end).await?)
+            },
+            |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
     fn create(
         &self,
         req: &Request,
@@ -832,6 +919,19 @@ impl Filesystem for QuarryFs {
     }
 }
 
+/// RENAME_NOREPLACE / RENAME_EXCHANGE as the master's rename flags; others are EINVAL.
+fn rename_flags(flags: RenameFlags) -> OpResult<u32> {
+    if flags.is_empty() {
+        Ok(0)
+    } else if flags == RenameFlags::RENAME_NOREPLACE {
+        Ok(quarry_proto::RENAME_NOREPLACE)
+    } else if flags == RenameFlags::RENAME_EXCHANGE {
+        Ok(quarry_proto::RENAME_EXCHANGE)
+    } else {
+        Err(OpError(Errno::EINVAL))
+    }
+}
+
 /// `getxattr`/`listxattr` protocol: size 0 asks for the length; too small a buffer is ERANGE.
 fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
     if size == 0 {
@@ -843,82 +943,159 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
     }
 }
 
-/// Operations waiting on master support. Each is the one place its feature plugs in; until
-/// then they fail the way a filesystem without the feature does.
+/// The operations added with symlinks, hard links, special files and extended attributes: each
+/// is the one place its feature meets the client.
 mod seams {
     use super::{OpError, OpResult};
     use fuser::Errno;
     use quarry_client::Client;
-    use quarry_proto::{Attr, InodeId};
+    use quarry_proto::{Attr, FileKind, InodeId, XattrFlags};
     use std::ffi::OsStr;
 
-    fn unsupported() -> OpError {
-        OpError(Errno::from_i32(libc::EOPNOTSUPP))
+    /// Quarry names, targets and attribute names are UTF-8; anything else cannot be stored.
+    fn utf8(s: &OsStr) -> OpResult<&str> {
+        s.to_str().ok_or(OpError(Errno::EINVAL))
     }
 
-    /// SEAM(symlink): `Client::symlink(parent, name, target, uid, gid)`.
     pub async fn symlink(
-        _client: &Client,
-        _parent: InodeId,
-        _name: &str,
-        _target: &OsStr,
-        _uid: u32,
-        _gid: u32,
+        client: &Client,
+        parent: InodeId,
+        name: &str,
+        target: &OsStr,
+        uid: u32,
+        gid: u32,
     ) -> OpResult<Attr> {
-        Err(OpError(Errno::EPERM))
+        Ok(client
+            .symlink(parent, name, utf8(target)?, uid, gid)
+            .await?)
     }
 
-    /// SEAM(symlink): `Client::readlink(inode)`.
-    pub async fn readlink(_client: &Client, _inode: InodeId) -> OpResult<Vec<u8>> {
-        Err(OpError(Errno::EINVAL))
+    pub async fn readlink(client: &Client, inode: InodeId) -> OpResult<Vec<u8>> {
+        Ok(client.readlink(inode).await?.into_bytes())
     }
 
-    /// SEAM(link): `Client::link(inode, new_parent, new_name)`.
     pub async fn link(
-        _client: &Client,
-        _inode: InodeId,
-        _new_parent: InodeId,
-        _new_name: &str,
+        client: &Client,
+        inode: InodeId,
+        new_parent: InodeId,
+        new_name: &str,
     ) -> OpResult<Attr> {
-        Err(OpError(Errno::EPERM))
+        Ok(client.link(inode, new_parent, new_name).await?)
     }
 
-    /// SEAM(mknod): FIFOs, sockets and device nodes (regular files are created directly).
+    /// FIFOs, sockets and device nodes (regular files are created directly).
+    #[allow(clippy::too_many_arguments)]
     pub async fn mknod_special(
-        _client: &Client,
-        _parent: InodeId,
-        _name: &str,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        client: &Client,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
     ) -> OpResult<Attr> {
-        Err(OpError(Errno::EPERM))
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            libc::S_IFSOCK => FileKind::Socket,
+            _ => return Err(OpError(Errno::EINVAL)),
+        };
+        let perm = mode & 0o7777 & !umask;
+        Ok(client
+            .mknod(parent, name, kind, perm, rdev, uid, gid)
+            .await?)
     }
 
-    /// SEAM(xattr): `Client::setxattr`.
+    /// `setxattr(2)` flags: `XATTR_CREATE` / `XATTR_REPLACE` (both at once is EINVAL, as is a
+    /// non-zero `position`, which only macOS resource forks use).
+    pub fn xattr_flags(flags: i32, position: u32) -> OpResult<XattrFlags> {
+        if position != 0 {
+            return Err(OpError(Errno::EINVAL));
+        }
+        match flags {
+            0 => Ok(XattrFlags::Either),
+            libc::XATTR_CREATE => Ok(XattrFlags::CreateOnly),
+            libc::XATTR_REPLACE => Ok(XattrFlags::ReplaceOnly),
+            _ => Err(OpError(Errno::EINVAL)),
+        }
+    }
+
     pub async fn setxattr(
-        _client: &Client,
-        _inode: InodeId,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
+        client: &Client,
+        inode: InodeId,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
     ) -> OpResult<()> {
-        Err(unsupported())
+        let flags = xattr_flags(flags, position)?;
+        // `system.*` (POSIX ACLs above all) means something to the kernel, not an opaque value:
+        // storing `system.posix_acl_access` without applying it would lose the mode that
+        // `sed -i`, `rsync -a` and `cp -p` set through it. Refuse, as a filesystem without ACLs
+        // does; those tools then fall back to chmod.
+        if name.as_encoded_bytes().starts_with(b"system.") {
+            return Err(OpError(Errno::from_i32(libc::EOPNOTSUPP)));
+        }
+        Ok(client.setxattr(inode, utf8(name)?, value, flags).await?)
     }
 
-    /// SEAM(xattr): `Client::getxattr`.
-    pub async fn getxattr(_client: &Client, _inode: InodeId, _name: &OsStr) -> OpResult<Vec<u8>> {
-        Err(unsupported())
+    pub async fn getxattr(client: &Client, inode: InodeId, name: &OsStr) -> OpResult<Vec<u8>> {
+        let name = name
+            .to_str()
+            .ok_or(OpError(Errno::from_i32(libc::ENODATA)))?;
+        Ok(client.getxattr(inode, name).await?)
     }
 
-    /// SEAM(xattr): `Client::listxattr` (names, each NUL-terminated).
-    pub async fn listxattr(_client: &Client, _inode: InodeId) -> OpResult<Vec<u8>> {
-        Err(unsupported())
+    /// `listxattr`: the names, each NUL-terminated.
+    pub async fn listxattr(client: &Client, inode: InodeId) -> OpResult<Vec<u8>> {
+        Ok(nul_terminated(client.listxattr(inode).await?))
     }
 
-    /// SEAM(xattr): `Client::removexattr`.
-    pub async fn removexattr(_client: &Client, _inode: InodeId, _name: &OsStr) -> OpResult<()> {
-        Err(unsupported())
+    pub fn nul_terminated(names: Vec<String>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for n in names {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    pub async fn removexattr(client: &Client, inode: InodeId, name: &OsStr) -> OpResult<()> {
+        let name = name
+            .to_str()
+            .ok_or(OpError(Errno::from_i32(libc::ENODATA)))?;
+        Ok(client.removexattr(inode, name).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_proto::XattrFlags;
+
+    #[test]
+    fn xattr_flags_map_to_the_create_replace_modes() {
+        assert_eq!(seams::xattr_flags(0, 0), Ok(XattrFlags::Either));
+        assert_eq!(
+            seams::xattr_flags(libc::XATTR_CREATE, 0),
+            Ok(XattrFlags::CreateOnly)
+        );
+        assert_eq!(
+            seams::xattr_flags(libc::XATTR_REPLACE, 0),
+            Ok(XattrFlags::ReplaceOnly)
+        );
+        assert!(seams::xattr_flags(libc::XATTR_CREATE | libc::XATTR_REPLACE, 0).is_err());
+        assert!(seams::xattr_flags(0, 1).is_err());
+    }
+
+    #[test]
+    fn xattr_names_are_listed_nul_terminated() {
+        assert_eq!(
+            seams::nul_terminated(vec!["user.a".into(), "user.bc".into()]),
+            b"user.a\0user.bc\0".to_vec()
+        );
+        assert!(seams::nul_terminated(vec![]).is_empty());
     }
 }

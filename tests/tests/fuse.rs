@@ -306,3 +306,94 @@ fn two_mounts_see_close_to_open() {
     drop(b);
     rt.block_on(cluster.shutdown());
 }
+
+/// Whether `cmd` is on the PATH (the xattr checks need the `attr` package's tools).
+fn have_command(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn symlinks_links_fifos_xattrs_and_unlink_while_open() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(options()));
+    let m = MountGuard::new(&rt, &cluster);
+
+    // symlink + readlink (and following it)
+    std::fs::write(m.path("target.txt"), b"pointed at\n").unwrap();
+    std::os::unix::fs::symlink("target.txt", m.path("link")).unwrap();
+    assert_eq!(
+        std::fs::read_link(m.path("link")).unwrap(),
+        Path::new("target.txt")
+    );
+    assert!(std::fs::symlink_metadata(m.path("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(m.path("link")).unwrap(), b"pointed at\n");
+
+    // hard link: two names, one inode, nlink 2
+    std::fs::hard_link(m.path("target.txt"), m.path("hard")).unwrap();
+    let (a, b) = (
+        std::fs::metadata(m.path("target.txt")).unwrap(),
+        std::fs::metadata(m.path("hard")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(b.nlink(), 2);
+    assert_eq!(std::fs::read(m.path("hard")).unwrap(), b"pointed at\n");
+
+    // mkfifo
+    m.sh("mkfifo pipe");
+    assert!(std::fs::metadata(m.path("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    // xattrs through the attr package's tools
+    if have_command("setfattr") && have_command("getfattr") {
+        m.sh("setfattr -n user.color -v blue target.txt");
+        m.sh("setfattr -n user.shape -v round target.txt");
+        assert_eq!(
+            m.sh("getfattr --only-values -n user.color target.txt"),
+            "blue"
+        );
+        let listed = m.sh("getfattr -d target.txt");
+        assert!(listed.contains("user.color=\"blue\""), "{listed}");
+        assert!(listed.contains("user.shape=\"round\""), "{listed}");
+        m.sh("setfattr -x user.color target.txt");
+        let listed = m.sh("getfattr -d target.txt");
+        assert!(!listed.contains("user.color"), "{listed}");
+    } else {
+        eprintln!("skipping the xattr checks: setfattr/getfattr missing (run scripts/setup.sh)");
+    }
+
+    // unlink while open: the open file stays readable and writable until it is closed
+    let path = m.path("doomed");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"before ").unwrap();
+    f.sync_all().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(!path.exists());
+    f.write_all(b"after").unwrap();
+    f.sync_all().unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "before after");
+    drop(f);
+    assert_eq!(m.sh("ls -1 | sort"), "hard\nlink\npipe\ntarget.txt\n");
+}
