@@ -1,26 +1,24 @@
 #!/usr/bin/env bash
-# Machine setup for mounting Quarry (idempotent, non-interactive): FUSE 3's fusermount3 and the
-# `attr` package's setfattr/getfattr (each installed with apt-get only when missing) and the
-# /dev/fuse device. Under CI (CI=true) a machine that
+# Machine setup for the mount and its tests (idempotent, non-interactive): Debian packages,
+# installed only when missing, and the /dev/fuse device. Under CI (CI=true) a machine that
 # cannot mount fails here, loudly; elsewhere the FUSE tests skip themselves with a message.
 set -euo pipefail
 
-if ! command -v fusermount3 >/dev/null 2>&1 && [ ! -x /usr/bin/fusermount3 ] && [ ! -x /bin/fusermount3 ]; then
-    echo "setup: fusermount3 missing; installing fuse3" >&2
+# Debian packages the mount and its tests need, each installed only when its command is missing:
+# fuse3 (fusermount3), attr (setfattr/getfattr for the xattr tests), git and rsync (the shell
+# scenario compared against a local directory).
+missing=()
+command -v fusermount3 >/dev/null 2>&1 || [ -x /bin/fusermount3 ] || missing+=(fuse3)
+command -v setfattr >/dev/null 2>&1 || missing+=(attr)
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq fuse3
-fi
-
-if ! command -v setfattr >/dev/null 2>&1; then
-    echo "setup: setfattr missing; installing attr (the FUSE xattr tests use it)" >&2
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq attr
+    $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
 if [ ! -e /dev/fuse ]; then

@@ -65,6 +65,10 @@ struct Shared {
     budget: Arc<Semaphore>,
     next_handle: AtomicU64,
     handles: Mutex<Handles>,
+    /// Per-inode locks held across a handle's open or release bookkeeping and the hold request
+    /// it sends, so this mount's holds and unholds of an inode reach the master in order (an
+    /// unhold overtaking the next open's hold would let an unlink drop an open file).
+    hold_locks: Mutex<HashMap<InodeId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The FUSE filesystem of one mount.
@@ -83,6 +87,7 @@ impl QuarryFs {
                 config,
                 next_handle: AtomicU64::new(1),
                 handles: Mutex::new(Handles::default()),
+                hold_locks: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -185,6 +190,8 @@ impl Shared {
     /// Register an open handle of `attr`'s inode; the size is the master's at open unless this
     /// mount holds dirty data for it.
     async fn open_handle(&self, attr: &Attr, append: bool) -> u64 {
+        let lock = self.hold_lock(attr.inode);
+        let guard = lock.lock().await;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let (open, first) = {
             let mut h = self.handles.lock().unwrap();
@@ -216,7 +223,22 @@ impl Shared {
             // unlink keeps its data until the last close here.
             self.hold(attr.inode, true).await;
         }
+        drop(guard);
+        self.drop_hold_lock(attr.inode, lock);
         fh
+    }
+
+    fn hold_lock(&self, inode: InodeId) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.hold_locks.lock().unwrap().entry(inode).or_default())
+    }
+
+    /// Forget `inode`'s hold lock once nobody else has it (clones are only taken under the map's
+    /// mutex, so a later user makes a new one).
+    fn drop_hold_lock(&self, inode: InodeId, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.hold_locks.lock().unwrap();
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&inode);
+        }
     }
 
     async fn open(&self, ino: InodeId, flags: OpenFlags) -> OpResult<u64> {
@@ -256,6 +278,8 @@ impl Shared {
     async fn release(&self, fh: FileHandle) -> OpResult<()> {
         let (open, _) = self.file(fh)?;
         let res = open.flush().await;
+        let lock = self.hold_lock(open.inode);
+        let guard = lock.lock().await;
         let last = {
             let mut h = self.handles.lock().unwrap();
             h.files.remove(&fh.0);
@@ -274,6 +298,8 @@ impl Shared {
         if last {
             self.hold(open.inode, false).await;
         }
+        drop(guard);
+        self.drop_hold_lock(open.inode, lock);
         Ok(res?)
     }
 

@@ -5,6 +5,8 @@
 //! `quarry` child processes, so a test can `kill -9` one and restart it. Both wait on observable
 //! state (the master's status), never on fixed sleeps, and clean up what they started.
 
+pub mod fuse;
+
 use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
 use quarry_client::{Client, ClientConfig};
 use quarry_master::{MasterConfig, MasterNode};

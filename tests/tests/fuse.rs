@@ -7,116 +7,10 @@
 //! state (`/proc/mounts`), not sleeps. Without `/dev/fuse` the tests are skipped, except under
 //! CI (`CI=true`), where that is a failure.
 
-use quarry_tests::{pattern, sha256, Cluster, Options, TestClient};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-fn fuse_available() -> bool {
-    if Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "/dev/fuse is missing under CI: run scripts/setup.sh on a machine with FUSE"
-    );
-    eprintln!("skipping: /dev/fuse is missing (run scripts/setup.sh)");
-    false
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let dir = dir.to_string_lossy();
-    mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(dir.as_ref()))
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A mount of the cluster; unmounts (and checks it is gone) when dropped.
-struct MountGuard {
-    dir: PathBuf,
-    mount: Option<quarry_fs::Mount>,
-    _client: TestClient,
-    _tmp: tempfile::TempDir,
-}
-
-impl MountGuard {
-    fn new(rt: &tokio::runtime::Runtime, cluster: &Cluster) -> MountGuard {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = std::fs::canonicalize(tmp.path()).unwrap().join("mnt");
-        std::fs::create_dir(&dir).unwrap();
-        let client = rt.block_on(cluster.client());
-        let mount = quarry_fs::mount(
-            client.client.clone(),
-            rt.handle().clone(),
-            &dir,
-            &quarry_fs::MountOptions::default(),
-        )
-        .expect("mount");
-        wait_until("the mount in /proc/mounts", Duration::from_secs(10), || {
-            is_mounted(&dir)
-        });
-        MountGuard {
-            dir,
-            mount: Some(mount),
-            _client: client,
-            _tmp: tmp,
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-
-    /// Run `script` with `sh -c` in the mount; panics with its output if it fails.
-    fn sh(&self, script: &str) -> String {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`{script}` failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if let Some(m) = self.mount.take() {
-            if let Err(e) = m.unmount() {
-                eprintln!("unmount {}: {e}", self.dir.display());
-            }
-        }
-        if !std::thread::panicking() {
-            wait_until("the mount to go away", Duration::from_secs(10), || {
-                !is_mounted(&self.dir)
-            });
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    quarry_tests::init_tracing();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use quarry_tests::fuse::{fuse_available, have_command, runtime, wait_until, MountGuard};
+use quarry_tests::{pattern, sha256, Cluster, Options};
+use std::path::Path;
+use std::time::Duration;
 
 /// Small chunks so that files cross chunk boundaries.
 fn options() -> Options {
@@ -308,13 +202,6 @@ fn two_mounts_see_close_to_open() {
 }
 
 /// Whether `cmd` is on the PATH (the xattr checks need the `attr` package's tools).
-fn have_command(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[test]
 fn symlinks_links_fifos_xattrs_and_unlink_while_open() {
