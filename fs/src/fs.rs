@@ -69,7 +69,14 @@ struct Shared {
     /// it sends, so this mount's holds and unholds of an inode reach the master in order (an
     /// unhold overtaking the next open's hold would let an unlink drop an open file).
     hold_locks: Mutex<HashMap<InodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// (size, mtime) of each file as of its last open here: a file opened again unchanged keeps
+    /// the kernel's page cache (a warm read stays local); any change, from this mount or
+    /// another, moves the mtime and drops it (close-to-open).
+    cache_stamps: Mutex<HashMap<InodeId, (u64, Timestamp)>>,
 }
+
+/// Files whose cache stamps are kept (the map is cleared past this).
+const CACHE_STAMPS_MAX: usize = 65_536;
 
 /// The FUSE filesystem of one mount.
 pub struct QuarryFs {
@@ -88,6 +95,7 @@ impl QuarryFs {
                 next_handle: AtomicU64::new(1),
                 handles: Mutex::new(Handles::default()),
                 hold_locks: Mutex::new(HashMap::new()),
+                cache_stamps: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -241,12 +249,25 @@ impl Shared {
         }
     }
 
-    async fn open(&self, ino: InodeId, flags: OpenFlags) -> OpResult<u64> {
+    /// Open a file; the flag says whether the kernel may keep its cached pages (the file is
+    /// unchanged since it was last opened here).
+    async fn open(&self, ino: InodeId, flags: OpenFlags) -> OpResult<(u64, bool)> {
         let attr = self.client.getattr(ino).await?;
         if attr.kind == FileKind::Directory {
             return Err(OpError(Errno::EISDIR));
         }
-        Ok(self.open_handle(&attr, flags.0 & libc::O_APPEND != 0).await)
+        let stamp = (attr.size, attr.mtime);
+        let keep = {
+            let mut stamps = self.cache_stamps.lock().unwrap();
+            if stamps.len() >= CACHE_STAMPS_MAX {
+                stamps.clear();
+            }
+            stamps.insert(ino, stamp) == Some(stamp)
+        };
+        Ok((
+            self.open_handle(&attr, flags.0 & libc::O_APPEND != 0).await,
+            keep,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -636,7 +657,14 @@ impl Filesystem for QuarryFs {
         self.spawn(
             |s| async move { s.open(inode(ino), flags).await },
             |r| match r {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok((fh, keep)) => reply.opened(
+                    FileHandle(fh),
+                    if keep {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    },
+                ),
                 Err(e) => reply.error(e),
             },
         );

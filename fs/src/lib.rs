@@ -6,9 +6,10 @@
 //! runtime handle given to [`mount`].
 //!
 //! Consistency: the kernel caches entries and attributes for [`MountOptions::ttl`] (1 s by
-//! default); data is not cached across opens (each open drops the page cache and re-reads the
-//! size from the master), and close/fsync commit buffered writes, which gives close-to-open
-//! consistency between mounts.
+//! default); each open re-reads the file's size and mtime from the master and keeps the kernel's
+//! cached pages only if both are unchanged since the file was last opened in this mount (else
+//! they are dropped), and close/fsync commit buffered writes (moving the mtime), which gives
+//! close-to-open consistency between mounts.
 
 mod attr;
 mod errno;
