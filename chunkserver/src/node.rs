@@ -24,6 +24,18 @@ impl ChunkserverNode {
         cert: &NodeCert,
         bind: SocketAddr,
     ) -> anyhow::Result<ChunkserverNode> {
+        Self::start_with(config, max_chunk_size, cert, bind, |_, _, _| {}).await
+    }
+
+    /// Like [`ChunkserverNode::start`], with more routes on the same endpoint (services hosted
+    /// by the chunkserver process, such as a MapReduce worker, which reads the store directly).
+    pub async fn start_with(
+        config: ChunkserverConfig,
+        max_chunk_size: u64,
+        cert: &NodeCert,
+        bind: SocketAddr,
+        extra_routes: impl FnOnce(&mut Router, &Arc<dyn ChunkStore>, NodeId),
+    ) -> anyhow::Result<ChunkserverNode> {
         std::fs::create_dir_all(&config.data_dir)?;
         let node = load_or_create_node_id(&config.data_dir)?;
         let store: Arc<dyn ChunkStore> = Arc::new(
@@ -34,6 +46,7 @@ impl ChunkserverNode {
         let server = Chunkserver::new(config, node, store);
         let mut router = Router::new();
         server.routes(&mut router);
+        extra_routes(&mut router, server.store(), node);
         let quic = QuicNode::serve(bind, cert, router).await?;
         let rpc = RpcClient::new(quic.transport()).with_timeout(rpc_timeout);
         let heartbeats = server.start(rpc, quic.local_addr().to_string());
@@ -54,6 +67,11 @@ impl ChunkserverNode {
 
     pub fn store(&self) -> &Arc<dyn ChunkStore> {
         self.server.store()
+    }
+
+    /// An RPC client on this node's endpoint (calls carry the chunkserver's identity).
+    pub fn rpc(&self) -> RpcClient {
+        RpcClient::new(self.quic.transport())
     }
 
     /// Stop heartbeating and close the endpoint. Every acknowledged write is already on disk.

@@ -4,6 +4,7 @@
 mod cluster;
 mod connect;
 mod files;
+mod job;
 mod mount;
 mod up;
 
@@ -114,6 +115,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// MapReduce jobs over files in the filesystem: wordcount, grep, index; status, list, counters.
+    #[command(subcommand)]
+    Job(job::JobCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -187,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Mv { src, dst } => files::mv(c, &src, &dst).await,
                 Command::Stat { path } => files::stat(c, &path).await,
                 Command::Status { json } => files::status(c, json).await,
+                Command::Job(cmd) => job::run(c, cmd).await,
                 Command::Up { .. }
                 | Command::Master { .. }
                 | Command::Chunkserver { .. }

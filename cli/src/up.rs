@@ -3,8 +3,11 @@
 
 use crate::cluster::{init_certs, load_or_issue, ClusterFile};
 use anyhow::Context;
-use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
-use quarry_master::{MasterConfig, MasterNode};
+use quarry_chunkserver::ChunkserverConfig;
+use quarry_cli::host::{ChunkserverHost, MasterHost};
+use quarry_mapred::coordinator::CoordinatorConfig;
+use quarry_mapred::worker::WorkerConfig;
+use quarry_master::MasterConfig;
 use quarry_proto::Role;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,15 @@ pub struct Tunables {
     /// Timeout of calls between nodes, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub rpc_timeout_ms: u64,
+    /// MapReduce: a worker silent this long is lost and its tasks run again, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub mr_worker_timeout_ms: u64,
+    /// MapReduce: tasks each chunkserver's worker runs at once.
+    #[arg(long, default_value_t = 2)]
+    pub mr_slots: u32,
+    /// Test hook: each MapReduce attempt first sleeps this long, in milliseconds.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub mr_task_delay_ms: u64,
 }
 
 impl Tunables {
@@ -50,6 +62,19 @@ impl Tunables {
         c
     }
 
+    fn coordinator_config(&self) -> CoordinatorConfig {
+        let mut c = CoordinatorConfig::default();
+        c.scheduler.worker_timeout_ms = self.mr_worker_timeout_ms;
+        c
+    }
+
+    fn worker_config(&self, c: &ChunkserverConfig) -> WorkerConfig {
+        let mut w = WorkerConfig::new(c.data_dir.clone(), c.masters.clone());
+        w.slots = self.mr_slots.max(1);
+        w.task_delay = Duration::from_millis(self.mr_task_delay_ms);
+        w
+    }
+
     fn to_args(&self) -> Vec<String> {
         vec![
             format!("--chunk-size={}", self.chunk_size),
@@ -58,6 +83,9 @@ impl Tunables {
             format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
             format!("--heartbeat-ms={}", self.heartbeat_ms),
             format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
+            format!("--mr-worker-timeout-ms={}", self.mr_worker_timeout_ms),
+            format!("--mr-slots={}", self.mr_slots),
+            format!("--mr-task-delay-ms={}", self.mr_task_delay_ms),
         ]
     }
 }
@@ -163,8 +191,9 @@ pub async fn up(
     let certs = &file.certs;
     let master_cert = load_or_issue(certs, "master-0", Role::Master, "master-0")?;
     let master_addr: SocketAddr = file.masters[0].parse()?;
-    let master = MasterNode::start(
+    let master = MasterHost::start(
         t.master_config(data.join("master-0")),
+        t.coordinator_config(),
         &master_cert,
         master_addr,
     )
@@ -174,11 +203,16 @@ pub async fn up(
     for i in 0..chunkservers {
         let name = format!("chunkserver-{i}");
         let cert = load_or_issue(certs, &name, Role::Chunkserver, &name)?;
+        let worker_cert = worker_cert(certs, &name)?;
         let bind: SocketAddr = format!("127.0.0.1:{}", file.chunkserver_ports[i]).parse()?;
-        let node = ChunkserverNode::start(
-            t.chunkserver_config(data.join(&name), master_addr.to_string()),
+        let config = t.chunkserver_config(data.join(&name), master_addr.to_string());
+        let worker = t.worker_config(&config);
+        let node = ChunkserverHost::start(
+            config,
+            worker,
             MAX_CHUNK_SIZE,
             &cert,
+            Some(&worker_cert),
             bind,
         )
         .await
@@ -362,6 +396,12 @@ async fn supervise(
     Ok(())
 }
 
+/// The client certificate of the MapReduce worker hosted by chunkserver `name`.
+fn worker_cert(certs: &Path, name: &str) -> anyhow::Result<quarry_transport::certs::NodeCert> {
+    let stem = format!("{name}-worker");
+    load_or_issue(certs, &stem, Role::Client, &stem)
+}
+
 pub async fn run_master(
     data: &Path,
     certs: &Path,
@@ -370,7 +410,13 @@ pub async fn run_master(
     t: &Tunables,
 ) -> anyhow::Result<()> {
     let cert = load_or_issue(certs, name, Role::Master, name)?;
-    let node = MasterNode::start(t.master_config(data.to_path_buf()), &cert, listen).await?;
+    let node = MasterHost::start(
+        t.master_config(data.to_path_buf()),
+        t.coordinator_config(),
+        &cert,
+        listen,
+    )
+    .await?;
     tracing::info!(addr = %node.addr(), "master serving");
     shutdown_signal().await;
     node.shutdown().await;
@@ -386,14 +432,26 @@ pub async fn run_chunkserver(
     t: &Tunables,
 ) -> anyhow::Result<()> {
     let cert = load_or_issue(certs, name, Role::Chunkserver, name)?;
-    let node = ChunkserverNode::start(
-        t.chunkserver_config(data.to_path_buf(), master.to_string()),
+    // The MapReduce worker acts as a client of the filesystem, with its own certificate.
+    let worker_cert = match worker_cert(certs, name) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("no MapReduce worker on this chunkserver: {e:#}");
+            None
+        }
+    };
+    let config = t.chunkserver_config(data.to_path_buf(), master.to_string());
+    let worker = t.worker_config(&config);
+    let node = ChunkserverHost::start(
+        config,
+        worker,
         MAX_CHUNK_SIZE,
         &cert,
+        worker_cert.as_ref(),
         listen,
     )
     .await?;
-    tracing::info!(addr = %node.addr(), node = %node.node_id(), "chunkserver serving");
+    tracing::info!(addr = %node.addr(), node = %node.node.node_id(), "chunkserver serving");
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())

@@ -116,6 +116,15 @@ impl Client {
         &self.inner.rpc
     }
 
+    /// Any request to the master (or a service it hosts, such as the job coordinator), with the
+    /// same leader-finding and retries as the namespace calls.
+    pub async fn rpc_master<R: quarry_proto::Rpc + Clone>(
+        &self,
+        req: &R,
+    ) -> Result<R::Response, FsError> {
+        self.inner.master(req).await
+    }
+
     fn op(&self) -> OpId {
         OpId {
             client: self.inner.client_id,

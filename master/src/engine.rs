@@ -167,7 +167,14 @@ pub enum Command {
         handle: ChunkHandle,
         version: ChunkVersion,
     },
+    /// Set (`Some`) or delete (`None`) a service record: state that services hosted by the
+    /// master (the MapReduce coordinator) keep in the replicated state machine, opaque to it.
+    PutRecord { key: String, value: Option<Vec<u8>> },
 }
+
+/// Longest record key, and largest record value, in bytes.
+pub const MAX_RECORD_KEY_BYTES: usize = 255;
+pub const MAX_RECORD_VALUE_BYTES: usize = 8 << 20;
 
 impl Command {
     /// The request id of a client-originated command (`None` for chunk-table maintenance).
@@ -189,7 +196,8 @@ impl Command {
             Command::DropClientHolds { .. }
             | Command::AllocateChunk { .. }
             | Command::BumpVersion { .. }
-            | Command::SetVersion { .. } => None,
+            | Command::SetVersion { .. }
+            | Command::PutRecord { .. } => None,
         }
     }
 }
@@ -341,6 +349,8 @@ pub struct Engine {
     /// Open holds by inode, and the same pairs by client (for [`Command::DropClientHolds`]).
     holds: BTreeMap<InodeId, BTreeSet<ClientId>>,
     holds_by_client: BTreeSet<(ClientId, InodeId)>,
+    /// Service records ([`Command::PutRecord`]).
+    records: BTreeMap<String, Vec<u8>>,
 }
 
 fn stale() -> FsError {
@@ -390,6 +400,7 @@ impl Engine {
             },
             holds: BTreeMap::new(),
             holds_by_client: BTreeSet::new(),
+            records: BTreeMap::new(),
         }
     }
 
@@ -398,6 +409,15 @@ impl Engine {
     pub fn with_session_limit(mut self, limit: usize) -> Engine {
         self.sessions.limit = limit.max(1);
         self
+    }
+
+    /// The service records whose key starts with `prefix`, in key order.
+    pub fn records(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.records
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn chunk_size(&self) -> u64 {
@@ -556,6 +576,27 @@ impl Engine {
                     handle: *handle,
                     version: info.version,
                 })
+            }
+            Command::PutRecord { key, value } => {
+                if key.is_empty() || key.len() > MAX_RECORD_KEY_BYTES {
+                    return Err(FsError::OutOfRange(format!(
+                        "record key of {} bytes",
+                        key.len()
+                    )));
+                }
+                match value {
+                    Some(v) if v.len() > MAX_RECORD_VALUE_BYTES => Err(FsError::OutOfRange(
+                        format!("record value of {} bytes", v.len()),
+                    )),
+                    Some(v) => {
+                        self.records.insert(key.clone(), v.clone());
+                        Ok(Output::Unit)
+                    }
+                    None => {
+                        self.records.remove(key);
+                        Ok(Output::Unit)
+                    }
+                }
             }
         }
     }

@@ -19,10 +19,22 @@ impl MasterNode {
         cert: &NodeCert,
         bind: SocketAddr,
     ) -> anyhow::Result<MasterNode> {
+        Self::start_with(config, cert, bind, |_| {}).await
+    }
+
+    /// Like [`MasterNode::start`], with more routes on the same endpoint (services hosted by the
+    /// master process, such as the MapReduce coordinator).
+    pub async fn start_with(
+        config: MasterConfig,
+        cert: &NodeCert,
+        bind: SocketAddr,
+        extra_routes: impl FnOnce(&mut Router),
+    ) -> anyhow::Result<MasterNode> {
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
         let master = Master::open(config)?;
         let mut router = Router::new();
         master.routes(&mut router);
+        extra_routes(&mut router);
         let quic = QuicNode::serve(bind, cert, router).await?;
         master.set_rpc(
             RpcClient::new(quic.transport()).with_timeout(rpc_timeout),
@@ -37,6 +49,11 @@ impl MasterNode {
 
     pub fn master(&self) -> &Master {
         &self.master
+    }
+
+    /// An RPC client on this node's endpoint (calls carry the master's identity).
+    pub fn rpc(&self) -> RpcClient {
+        RpcClient::new(self.quic.transport())
     }
 
     /// Clean shutdown: checkpoint, then close the endpoint.

@@ -28,7 +28,7 @@ pub const MAX_RECORD_BYTES: u32 = 16 << 20;
 /// Checkpoint file magic.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"QRYCKPT\0";
 /// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 /// Bytes before a checkpoint's payload.
 pub const CHECKPOINT_HEADER_BYTES: usize = 32;
 

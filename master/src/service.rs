@@ -61,6 +61,7 @@ enum LogRequest {
     Checkpoint,
 }
 
+#[derive(Clone)]
 pub struct Master {
     inner: Arc<Inner>,
 }
@@ -172,6 +173,19 @@ impl Master {
         inner.submit(Command::DropClientHolds { client }).await?;
         inner.forget_dropped(handles);
         Ok(())
+    }
+
+    /// Set or delete a service record (logged and applied like any mutation).
+    pub async fn put_record(&self, key: String, value: Option<Vec<u8>>) -> Result<(), FsError> {
+        self.inner
+            .submit(Command::PutRecord { key, value })
+            .await
+            .map(|_| ())
+    }
+
+    /// The service records whose key starts with `prefix`.
+    pub fn records(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.inner.engine.read().unwrap().records(prefix)
     }
 
     /// Write a checkpoint and stop accepting mutations (clean shutdown).

@@ -8,6 +8,7 @@ pub mod chunk;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod job;
 pub mod master;
 pub mod types;
 
@@ -89,12 +90,20 @@ pub enum Method {
     ReadChunk = 43,
     BumpVersion = 44,
     ChunkserverPing = 45,
+    // coordinator (MapReduce, hosted by the master)
+    SubmitJob = 60,
+    GetJob = 61,
+    ListJobs = 62,
+    WorkerPoll = 63,
+    ReportTask = 64,
+    // MapReduce workers (hosted by chunkservers)
+    FetchPartition = 65,
 }
 
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 33] = [
+        const ALL: [Method; 39] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -128,6 +137,12 @@ impl Method {
             ReadChunk,
             BumpVersion,
             ChunkserverPing,
+            SubmitJob,
+            GetJob,
+            ListJobs,
+            WorkerPoll,
+            ReportTask,
+            FetchPartition,
         ];
         ALL.into_iter().find(|m| *m as u16 == v)
     }
@@ -186,7 +201,7 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 33, "every method is listed once");
+        assert_eq!(n, 39, "every method is listed once");
     }
 
     #[test]

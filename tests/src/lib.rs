@@ -8,8 +8,11 @@
 pub mod fuse;
 
 use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
+use quarry_cli::host::{ChunkserverHost, MasterHost};
 use quarry_client::{Client, ClientConfig};
-use quarry_master::{MasterConfig, MasterNode};
+use quarry_mapred::coordinator::{Coordinator, CoordinatorConfig};
+use quarry_mapred::worker::{Worker, WorkerConfig};
+use quarry_master::MasterConfig;
 use quarry_proto::master::ClusterStatusReply;
 use quarry_proto::Role;
 use quarry_transport::certs::{ClusterCa, NodeCert};
@@ -31,6 +34,12 @@ pub struct Options {
     pub heartbeat_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub rpc_timeout_ms: u64,
+    /// MapReduce: a worker silent this long is lost.
+    pub worker_timeout_ms: u64,
+    /// MapReduce: attempts each worker runs at once.
+    pub worker_slots: u32,
+    /// MapReduce test hook: each attempt first sleeps this long.
+    pub task_delay_ms: u64,
 }
 
 impl Default for Options {
@@ -43,6 +52,9 @@ impl Default for Options {
             heartbeat_ms: 200,
             heartbeat_timeout_ms: 2_000,
             rpc_timeout_ms: 5_000,
+            worker_timeout_ms: 3_000,
+            worker_slots: 2,
+            task_delay_ms: 0,
         }
     }
 }
@@ -68,6 +80,19 @@ impl Options {
         c
     }
 
+    fn coordinator_config(&self) -> CoordinatorConfig {
+        let mut c = CoordinatorConfig::default();
+        c.scheduler.worker_timeout_ms = self.worker_timeout_ms;
+        c
+    }
+
+    fn worker_config(&self, dir: PathBuf, master: SocketAddr) -> WorkerConfig {
+        let mut c = WorkerConfig::new(dir, vec![master.to_string()]);
+        c.slots = self.worker_slots;
+        c.task_delay = Duration::from_millis(self.task_delay_ms);
+        c
+    }
+
     fn chunkserver_config(&self, dir: PathBuf, master: SocketAddr) -> ChunkserverConfig {
         let mut c = ChunkserverConfig::new(dir, vec![master.to_string()]);
         c.heartbeat_interval_ms = self.heartbeat_ms;
@@ -83,6 +108,9 @@ impl Options {
             format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
             format!("--heartbeat-ms={}", self.heartbeat_ms),
             format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
+            format!("--mr-worker-timeout-ms={}", self.worker_timeout_ms),
+            format!("--mr-slots={}", self.worker_slots),
+            format!("--mr-task-delay-ms={}", self.task_delay_ms),
         ]
     }
 }
@@ -183,8 +211,8 @@ pub struct Cluster {
     pub opts: Options,
     pub certs: Certs,
     pub master_addr: SocketAddr,
-    master: Option<MasterNode>,
-    chunkservers: Vec<Option<ChunkserverNode>>,
+    master: Option<MasterHost>,
+    chunkservers: Vec<Option<ChunkserverHost>>,
     chunkserver_addrs: Vec<SocketAddr>,
     pub cluster_file: PathBuf,
 }
@@ -194,8 +222,9 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = Certs::create(&dir.path().join("certs"));
         let master_cert = certs.issue(Role::Master, "master-0");
-        let master = MasterNode::start(
+        let master = MasterHost::start(
             opts.master_config(dir.path().join("master-0")),
+            opts.coordinator_config(),
             &master_cert,
             "127.0.0.1:0".parse().unwrap(),
         )
@@ -226,14 +255,18 @@ impl Cluster {
         self.dir.path().join(format!("chunkserver-{i}"))
     }
 
-    async fn start_chunkserver(&self, i: usize, bind: SocketAddr) -> ChunkserverNode {
+    async fn start_chunkserver(&self, i: usize, bind: SocketAddr) -> ChunkserverHost {
         let name = format!("chunkserver-{i}");
         let cert = self.certs.issue(Role::Chunkserver, &name);
-        ChunkserverNode::start(
+        let worker_cert = self.certs.issue(Role::Client, &format!("{name}-worker"));
+        ChunkserverHost::start(
             self.opts
                 .chunkserver_config(self.chunkserver_dir(i), self.master_addr),
+            self.opts
+                .worker_config(self.chunkserver_dir(i), self.master_addr),
             MAX_CHUNK_SIZE,
             &cert,
+            Some(&worker_cert),
             bind,
         )
         .await
@@ -241,9 +274,25 @@ impl Cluster {
     }
 
     pub fn chunkserver(&self, i: usize) -> &ChunkserverNode {
+        &self.chunkservers[i]
+            .as_ref()
+            .expect("chunkserver is running")
+            .node
+    }
+
+    /// The MapReduce worker hosted by chunkserver `i`.
+    pub fn worker(&self, i: usize) -> &Worker {
         self.chunkservers[i]
             .as_ref()
             .expect("chunkserver is running")
+            .worker
+            .as_ref()
+            .expect("the harness always hosts a worker")
+    }
+
+    /// The MapReduce coordinator hosted by the master.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.master.as_ref().expect("master is running").coordinator
     }
 
     pub async fn client(&self) -> TestClient {
@@ -452,10 +501,23 @@ impl ProcCluster {
     pub fn restart_chunkserver(&mut self, i: usize) {
         self.chunkservers[i].spawn();
     }
+
+    /// Freeze (`SIGSTOP`) or thaw (`SIGCONT`) chunkserver `i`'s process: a stalled node.
+    pub fn freeze_chunkserver(&mut self, i: usize, frozen: bool) {
+        if let Some(c) = &self.chunkservers[i].child {
+            let sig = if frozen { "-STOP" } else { "-CONT" };
+            let _ = std::process::Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+        }
+    }
 }
 
 impl Drop for ProcCluster {
     fn drop(&mut self) {
+        for i in 0..self.chunkservers.len() {
+            self.freeze_chunkserver(i, false);
+        }
         for p in self.chunkservers.iter_mut() {
             p.kill9();
         }
@@ -491,4 +553,74 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// The word-count corpus of `../shared/bench/make-corpus.sh` (`small/`, `large/`, `ref/`), built
+/// once into `$QUARRY_CORPUS` (default `/tmp/quarry-corpus`) when missing. `None` (with a note)
+/// when neither the corpus nor the script is here; under CI that is a failure.
+pub fn corpus() -> Option<PathBuf> {
+    static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::var_os("QUARRY_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/quarry-corpus"));
+    let ready = |d: &Path| {
+        d.join("ref/small.txt").exists()
+            && std::fs::read_dir(d.join("small")).is_ok_and(|r| r.count() == 8)
+    };
+    if ready(&dir) {
+        return Some(dir);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = [
+        std::env::var_os("QUARRY_BENCH_DIR").map(PathBuf::from),
+        Some(root.join("../shared/bench")),
+        Some(PathBuf::from("/work/shared/bench")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join("make-corpus.sh"))
+    .find(|p| p.exists());
+    let Some(script) = script else {
+        assert!(
+            !fuse::under_ci(),
+            "the word-count corpus is missing under CI and make-corpus.sh was not found \
+             (set QUARRY_CORPUS or QUARRY_BENCH_DIR)"
+        );
+        eprintln!("skipped: no word-count corpus and no make-corpus.sh");
+        return None;
+    };
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{} failed", script.display());
+    assert!(
+        ready(&dir),
+        "{} did not build {}",
+        script.display(),
+        dir.display()
+    );
+    Some(dir)
+}
+
+/// `LC_ALL=C sort` of `text` (the comparison the word-count gates use).
+pub fn c_sort(text: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sort")
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = text.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
 }
