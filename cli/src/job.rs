@@ -377,8 +377,10 @@ fn parse_mountinfo(info: &str) -> Vec<PathBuf> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let dash = fields.iter().position(|f| *f == "-")?;
-            let fstype = fields.get(dash + 1)?;
-            if *fstype != "fuse.quarry" {
+            let fstype = *fields.get(dash + 1)?;
+            let source = *fields.get(dash + 2)?;
+            // `fuse.quarry` when the subtype is recorded, else `fuse` with source `quarry`.
+            if fstype != "fuse.quarry" && !(fstype == "fuse" && source == "quarry") {
                 return None;
             }
             // Mount points escape space, tab, newline and backslash as octal.
@@ -471,7 +473,12 @@ mod tests {
     #[test]
     fn mountinfo_lines_are_parsed() {
         let info = "36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
-                    80 24 0:50 / /tmp/q\\040dir rw,nosuid,nodev - fuse.quarry quarry rw,user_id=0\n";
-        assert_eq!(parse_mountinfo(info), vec![PathBuf::from("/tmp/q dir")]);
+                    80 24 0:50 / /tmp/q\\040dir rw,nosuid,nodev - fuse.quarry quarry rw,user_id=0\n\
+                    43 27 0:40 / /tmp/wct/mnt rw,nosuid,nodev,relatime - fuse quarry rw,user_id=0\n\
+                    44 27 0:41 / /tmp/other rw,nosuid,nodev,relatime - fuse sshfs rw,user_id=0\n";
+        assert_eq!(
+            parse_mountinfo(info),
+            vec![PathBuf::from("/tmp/q dir"), PathBuf::from("/tmp/wct/mnt")]
+        );
     }
 }

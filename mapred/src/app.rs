@@ -417,35 +417,113 @@ pub fn map_split<A: App>(
     input: &SplitInput<'_>,
     reducers: u32,
 ) -> Result<MapOutput<A::Value>, NeedLookahead> {
-    let kind = app.record_kind();
     let reducers = reducers.max(1);
-    if let Some((start, end)) = record_bounds(kind, input)? {
-        let data = input.data;
-        let c = text::last_trivial_cut(kind, data, start).unwrap_or(start);
-        let body = &data[start..c];
-        let ranges = text::piece_ranges(kind, body, PIECE_TARGET);
-        let base = input.offset + start as u64;
-        let mut buckets: Vec<Buckets<A::Value>> = ranges
-            .into_par_iter()
-            .map(|r| {
-                let mut out = Combiner::with_capacity((r.len() / 128).min(1 << 16));
-                app.map(input.path, base + r.start as u64, &body[r], &mut out);
-                out.into_buckets(reducers)
-            })
-            .collect();
-        let mut tail = Vec::with_capacity(end - c);
-        tail.extend_from_slice(&data[c..]);
-        tail.extend_from_slice(&input.after[..end - data.len()]);
-        if !tail.is_empty() {
-            let mut out = Combiner::new();
-            app.map(input.path, input.offset + c as u64, &tail, &mut out);
-            buckets.push(out.into_buckets(reducers));
+    let buckets = map_buckets(app, input, reducers)?;
+    Ok(merge_buckets(buckets, reducers, |into, from| {
+        app.combine(into, from)
+    }))
+}
+
+/// [`map_split`], with each partition encoded as [`encode_partition`] does but in no particular
+/// key order (reducers do not need one): what a map task ships. Returns the encoded partitions,
+/// the input records and the output records.
+pub fn map_split_encoded<A: App>(
+    app: &A,
+    input: &SplitInput<'_>,
+    reducers: u32,
+) -> Result<(Vec<Vec<u8>>, u64, u64), NeedLookahead> {
+    let reducers = reducers.max(1);
+    let buckets = map_buckets(app, input, reducers)?;
+    let input_records = buckets.iter().map(|b| b.input_records).sum();
+    let mut per: Vec<Vec<Bucket<A::Value>>> = (0..reducers).map(|_| Vec::new()).collect();
+    for b in buckets {
+        for (i, bucket) in b.by_reducer.into_iter().enumerate() {
+            per[i].push(bucket);
         }
-        return Ok(merge_buckets(buckets, reducers, |into, from| {
-            app.combine(into, from)
-        }));
     }
-    Ok(partition(Combiner::new(), reducers))
+    let encoded: Vec<(Vec<u8>, u64)> = per
+        .into_par_iter()
+        .map(|mut sources| {
+            if sources.len() == 1 {
+                // One source: its keys are already distinct.
+                let b = sources.pop().expect("one source");
+                let n = b.short.len() + b.long.len();
+                let mut out = Vec::with_capacity(n * 12 + 8);
+                put_varint(&mut out, n as u64);
+                for (k, v) in &b.short {
+                    let (kb, kn) = short_bytes(*k);
+                    out = encode_entry(out, &kb[..kn], v);
+                }
+                for (k, v) in &b.long {
+                    out = encode_entry(out, k, v);
+                }
+                return (out, n as u64);
+            }
+            let n = sources.iter().map(|b| b.short.len()).max().unwrap_or(0);
+            let mut c = Combiner::with_capacity(n + n / 2);
+            for b in sources {
+                for (k, v) in b.short {
+                    Combiner::put(&mut c.short, k, v, |into, from| app.combine(into, from));
+                }
+                for (k, v) in b.long {
+                    Combiner::put(&mut c.long, k, v, |into, from| app.combine(into, from));
+                }
+            }
+            let mut out = Vec::with_capacity(c.len() * 12 + 8);
+            put_varint(&mut out, c.len() as u64);
+            c.for_each_entry(|k, v| {
+                out = encode_entry(std::mem::take(&mut out), k, v);
+            });
+            (out, c.len() as u64)
+        })
+        .collect();
+    let output_records = encoded.iter().map(|e| e.1).sum();
+    Ok((
+        encoded.into_iter().map(|e| e.0).collect(),
+        input_records,
+        output_records,
+    ))
+}
+
+/// Map the records of a split, each piece into its own combiner, bucketed by reducer.
+fn map_buckets<A: App>(
+    app: &A,
+    input: &SplitInput<'_>,
+    reducers: u32,
+) -> Result<Vec<Buckets<A::Value>>, NeedLookahead> {
+    let kind = app.record_kind();
+    let Some((start, end)) = record_bounds(kind, input)? else {
+        return Ok(Vec::new());
+    };
+    let data = input.data;
+    let c = text::last_trivial_cut(kind, data, start).unwrap_or(start);
+    let body = &data[start..c];
+    let ranges = text::piece_ranges(kind, body, PIECE_TARGET);
+    let base = input.offset + start as u64;
+    let mut buckets: Vec<Buckets<A::Value>> = ranges
+        .into_par_iter()
+        .map(|r| {
+            let mut out = Combiner::with_capacity((r.len() / 128).min(1 << 16));
+            app.map(input.path, base + r.start as u64, &body[r], &mut out);
+            out.into_buckets(reducers)
+        })
+        .collect();
+    let mut tail = Vec::with_capacity(end - c);
+    tail.extend_from_slice(&data[c..]);
+    tail.extend_from_slice(&input.after[..end - data.len()]);
+    if !tail.is_empty() {
+        let mut out = Combiner::new();
+        app.map(input.path, input.offset + c as u64, &tail, &mut out);
+        buckets.push(out.into_buckets(reducers));
+    }
+    Ok(buckets)
+}
+
+#[inline]
+fn encode_entry<V: Serialize>(mut out: Vec<u8>, key: &[u8], v: &V) -> Vec<u8> {
+    put_varint(&mut out, key.len() as u64);
+    out.extend_from_slice(key);
+    postcard::to_extend(v, out).expect("postcard encoding into a Vec cannot fail")
 }
 
 /// Split a combiner's entries into `reducers` partitions, each sorted by key.
@@ -496,19 +574,26 @@ pub fn encode_partition<V: Serialize>(p: &[(Vec<u8>, V)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(p.len() * 12 + 8);
     put_varint(&mut out, p.len() as u64);
     for (k, v) in p {
-        put_varint(&mut out, k.len() as u64);
-        out.extend_from_slice(k);
-        out = postcard::to_extend(v, out).expect("postcard encoding into a Vec cannot fail");
+        out = encode_entry(out, k, v);
     }
     out
 }
 
 /// Decode a partition made by [`encode_partition`].
 pub fn decode_partition<V: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(Vec<u8>, V)>, String> {
+    let mut out = Vec::new();
+    decode_partition_with(bytes, |k, v| out.push((k.to_vec(), v)))?;
+    Ok(out)
+}
+
+/// Decode a partition made by [`encode_partition`] (or [`map_split_encoded`]), calling `f`
+/// for each entry, without materializing the keys.
+pub fn decode_partition_with<V: DeserializeOwned>(
+    bytes: &[u8],
+    mut f: impl FnMut(&[u8], V),
+) -> Result<(), String> {
     let mut rest = bytes;
     let n = take_varint(&mut rest)?;
-    // Each entry takes at least 2 bytes: do not trust the count for the allocation.
-    let mut out = Vec::with_capacity((n as usize).min(rest.len() / 2));
     for i in 0..n {
         let klen = take_varint(&mut rest)?;
         if klen > rest.len() as u64 {
@@ -517,7 +602,7 @@ pub fn decode_partition<V: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(Vec<u8
         let (k, r) = rest.split_at(klen as usize);
         let (v, r) =
             postcard::take_from_bytes::<V>(r).map_err(|e| format!("partition entry {i}: {e}"))?;
-        out.push((k.to_vec(), v));
+        f(k, v);
         rest = r;
     }
     if !rest.is_empty() {
@@ -526,7 +611,18 @@ pub fn decode_partition<V: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(Vec<u8
             rest.len()
         ));
     }
-    Ok(out)
+    Ok(())
+}
+
+/// [`reduce`] straight from encoded partitions: each entry is merged as it is decoded.
+pub fn reduce_encoded<A: App>(app: &A, partitions: &[&[u8]]) -> Result<(Vec<u8>, u64), String> {
+    let mut merged = Combiner::new();
+    for p in partitions {
+        decode_partition_with::<A::Value>(p, |k, v| {
+            merged.insert_with(k, v, |into, from| app.combine(into, from))
+        })?;
+    }
+    Ok(format_sorted(app, merged.into_sorted()))
 }
 
 /// Merge the partitions from every map task (combining equal keys) and return the output text,

@@ -8,11 +8,9 @@ pub mod grep;
 pub mod index;
 pub mod wordcount;
 
-use crate::app::{self, App, MapOutput, NeedLookahead, SplitInput};
+use crate::app::{self, App, NeedLookahead, SplitInput};
 use crate::text::RecordKind;
 use quarry_proto::job::AppSpec;
-use rayon::prelude::*;
-use serde::Serialize;
 
 /// A map task's output with each partition encoded by [`app::encode_partition`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,18 +19,6 @@ pub struct ErasedMapOutput {
     pub partitions: Vec<Vec<u8>>,
     pub input_records: u64,
     pub output_records: u64,
-}
-
-fn erase<V: Serialize + Sync>(o: MapOutput<V>) -> ErasedMapOutput {
-    ErasedMapOutput {
-        partitions: o
-            .partitions
-            .par_iter()
-            .map(|p| app::encode_partition(p))
-            .collect(),
-        input_records: o.input_records,
-        output_records: o.output_records,
-    }
 }
 
 /// The records an app reads.
@@ -49,23 +35,22 @@ pub fn run_map(
     input: &SplitInput<'_>,
     reducers: u32,
 ) -> Result<ErasedMapOutput, NeedLookahead> {
-    Ok(match spec {
-        AppSpec::WordCount => erase(app::map_split(&wordcount::WordCount, input, reducers)?),
-        AppSpec::Grep { pattern } => erase(app::map_split(
-            &grep::Grep::new(pattern.as_bytes()),
-            input,
-            reducers,
-        )?),
-        AppSpec::InvertedIndex => erase(app::map_split(&index::InvertedIndex, input, reducers)?),
+    let (partitions, input_records, output_records) = match spec {
+        AppSpec::WordCount => app::map_split_encoded(&wordcount::WordCount, input, reducers)?,
+        AppSpec::Grep { pattern } => {
+            app::map_split_encoded(&grep::Grep::new(pattern.as_bytes()), input, reducers)?
+        }
+        AppSpec::InvertedIndex => app::map_split_encoded(&index::InvertedIndex, input, reducers)?,
+    };
+    Ok(ErasedMapOutput {
+        partitions,
+        input_records,
+        output_records,
     })
 }
 
 fn reduce_with<A: App>(a: &A, partitions: &[&[u8]]) -> Result<(Vec<u8>, u64), String> {
-    let inputs = partitions
-        .iter()
-        .map(|p| app::decode_partition::<A::Value>(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(app::reduce(a, inputs))
+    app::reduce_encoded(a, partitions)
 }
 
 /// Reduce one partition: decode the encoded partitions from every map task, merge, and return
