@@ -172,6 +172,13 @@ fn banner(
         None => println!("  quarry put ./some-file /some-file && quarry ls -l /"),
     }
     println!("  quarry status");
+    match mounted {
+        Some(dir) => println!(
+            "  quarry job wordcount {0}/books {0}/counts --wait",
+            dir.display()
+        ),
+        None => println!("  quarry job wordcount /books /counts --wait"),
+    }
     println!("Ctrl-C stops the cluster; nothing acknowledged is lost.");
 }
 

@@ -467,15 +467,23 @@ async fn workers_killed_and_stalled_and_a_master_restart_do_not_change_the_outpu
             (s.maps.done >= want).then_some(())
         }
     };
+    // Which chunkserver dies and which stalls is drawn at random (the seed is printed).
+    let seed: u64 = std::env::var("QUARRY_MR_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let killed = (seed % 4) as usize;
+    let frozen = (killed + 1 + (seed / 4 % 3) as usize) % 4;
+    eprintln!("fault seed {seed}: kill -9 chunkserver {killed}, SIGSTOP chunkserver {frozen}");
     wait_for("some maps done", Duration::from_secs(120), || progress(3)).await;
-    cluster.kill9_chunkserver(1);
-    cluster.freeze_chunkserver(2, true);
+    cluster.kill9_chunkserver(killed);
+    cluster.freeze_chunkserver(frozen, true);
     wait_for("more maps done", Duration::from_secs(120), || progress(8)).await;
-    cluster.freeze_chunkserver(2, false);
+    cluster.freeze_chunkserver(frozen, false);
     cluster.kill9_master();
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.restart_master();
-    cluster.restart_chunkserver(1);
+    cluster.restart_chunkserver(killed);
     let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || job.join().unwrap())
         .await
         .unwrap();
