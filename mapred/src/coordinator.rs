@@ -35,6 +35,9 @@ pub trait JobStore: Send + Sync + 'static {
 
 const RECORD_PREFIX: &str = "mapred/job/";
 
+/// Submission ids remembered for deduplication of retries.
+const MAX_REMEMBERED_SUBMISSIONS: usize = 10_000;
+
 fn record_key(job: JobId) -> String {
     format!("{RECORD_PREFIX}{:020}", job.0)
 }
@@ -208,9 +211,20 @@ impl Inner {
             self.note_finishing(&actions);
             (id, actions)
         };
-        self.submitted.lock().unwrap().insert(req.op, id);
-        // The job exists once its record is durable.
-        self.save(id).await?;
+        {
+            // Remember recent submissions only (a retry comes within seconds).
+            let mut submitted = self.submitted.lock().unwrap();
+            if submitted.len() >= MAX_REMEMBERED_SUBMISSIONS {
+                submitted.clear();
+            }
+            submitted.insert(req.op, id);
+        }
+        // The job exists once its record is durable; if saving fails now the persister keeps
+        // trying, and a retried submission gets this job.
+        if let Err(e) = self.save(id).await {
+            self.mark_dirty(id);
+            return Err(e);
+        }
         self.handle(actions).await;
         self.changed.notify_waiters();
         self.forget_old_jobs().await;
