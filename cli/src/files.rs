@@ -374,11 +374,20 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
         s.missing_chunks
     );
     println!();
-    println!("MASTER                 ROLE      LOG INDEX      FILES   DIRS     CHUNKS");
+    println!(
+        "MASTER                 ROLE      LOG INDEX      FILES   DIRS     CHUNKS  TRASH FILES      TRASH SIZE"
+    );
     for m in &s.masters {
         println!(
-            "{:<22} {:<9} {:>9} {:>10} {:>6} {:>10}",
-            m.addr, m.role, m.log_index, m.files, m.directories, m.chunks
+            "{:<22} {:<9} {:>9} {:>10} {:>6} {:>10} {:>12} {:>15}",
+            m.addr,
+            m.role,
+            m.log_index,
+            m.files,
+            m.directories,
+            m.chunks,
+            m.trash_files,
+            human(m.trash_bytes)
         );
     }
     println!();

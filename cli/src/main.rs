@@ -6,6 +6,7 @@ mod connect;
 mod files;
 mod job;
 mod mount;
+mod trash;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -118,6 +119,20 @@ enum Command {
     /// MapReduce jobs over files in the filesystem: wordcount, grep, index; status, list, counters.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Deleted files kept by the master: list, restore, purge.
+    #[command(subcommand)]
+    Trash(trash::TrashCommand),
+    /// Set the replication goal of a file, or of a directory (its future children); with -r,
+    /// of everything under the directory.
+    Setrep {
+        #[arg(short = 'r')]
+        recursive: bool,
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=255))]
+        replicas: u32,
+        path: String,
+    },
+    /// Show the replication goal of a file or directory.
+    Getrep { path: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -192,6 +207,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Stat { path } => files::stat(c, &path).await,
                 Command::Status { json } => files::status(c, json).await,
                 Command::Job(cmd) => job::run(c, cmd).await,
+                Command::Trash(cmd) => trash::run(c, cmd).await,
+                Command::Setrep {
+                    recursive,
+                    replicas,
+                    path,
+                } => trash::setrep(c, replicas, &path, recursive).await,
+                Command::Getrep { path } => trash::getrep(c, &path).await,
                 Command::Up { .. }
                 | Command::Master { .. }
                 | Command::Chunkserver { .. }

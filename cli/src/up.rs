@@ -33,6 +33,10 @@ pub struct Tunables {
     /// Timeout of calls between nodes, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub rpc_timeout_ms: u64,
+    /// Master: how long deleted files stay in the trash before their chunks are reclaimed, in
+    /// milliseconds (0: no trash).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub trash_retention_ms: u64,
     /// MapReduce: a worker silent this long is lost and its tasks run again, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub mr_worker_timeout_ms: u64,
@@ -52,6 +56,7 @@ impl Tunables {
         c.lease_duration_ms = self.lease_ms;
         c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
+        c.trash_retention_ms = self.trash_retention_ms;
         c
     }
 
@@ -83,6 +88,7 @@ impl Tunables {
             format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
             format!("--heartbeat-ms={}", self.heartbeat_ms),
             format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
+            format!("--trash-retention-ms={}", self.trash_retention_ms),
             format!("--mr-worker-timeout-ms={}", self.mr_worker_timeout_ms),
             format!("--mr-slots={}", self.mr_slots),
             format!("--mr-task-delay-ms={}", self.mr_task_delay_ms),

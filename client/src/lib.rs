@@ -450,6 +450,65 @@ impl Client {
         self.inner.master(&req).await
     }
 
+    // ---- trash and replication goals --------------------------------------------------------
+
+    /// Every file in the trash, in inode order, and the master's retention.
+    pub async fn trash_list(&self) -> Result<(Vec<TrashEntry>, u64), FsError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.inner.master(&ListTrash { after, limit: 1000 }).await?;
+            after = page.entries.last().map(|e| e.inode);
+            out.extend(page.entries);
+            if !page.more || after.is_none() {
+                return Ok((out, page.retention_ms));
+            }
+        }
+    }
+
+    /// Name a trashed file again, at `path` or where it was (`None`).
+    pub async fn trash_restore(&self, inode: InodeId, path: Option<&str>) -> Result<Attr, FsError> {
+        self.inner
+            .master(&RestoreTrash {
+                op: self.op(),
+                inode,
+                path: path.map(str::to_string),
+            })
+            .await
+    }
+
+    /// Drop trashed files now; returns how many.
+    pub async fn trash_purge(&self, which: PurgeWhich) -> Result<u64, FsError> {
+        self.inner
+            .master(&PurgeTrash {
+                op: self.op(),
+                which,
+            })
+            .await
+    }
+
+    /// Set an inode's replication goal (a directory's whole subtree with `recursive`); returns
+    /// how many inodes changed.
+    pub async fn set_goal(
+        &self,
+        inode: InodeId,
+        goal: u32,
+        recursive: bool,
+    ) -> Result<u64, FsError> {
+        self.inner
+            .master(&SetGoal {
+                op: self.op(),
+                inode,
+                goal,
+                recursive,
+            })
+            .await
+    }
+
+    pub async fn get_goal(&self, inode: InodeId) -> Result<u32, FsError> {
+        self.inner.master(&GetGoal { inode }).await
+    }
+
     pub async fn statfs(&self) -> Result<StatFsReply, FsError> {
         self.inner.master(&StatFs {}).await
     }

@@ -18,7 +18,17 @@
 //! named by several entries (hard links), counted by `attr.nlink`. When the last entry goes the
 //! inode is dropped with its chunks, unless a client holds it open ([`Command::HoldOpen`]): then
 //! it stays as an *orphan* (nlink 0, reachable by inode only) until its last hold is dropped.
+//!
+//! Trash: while the trash retention is set ([`Command::SetTrashRetention`]), a regular file is
+//! not dropped when its last name and last hold are gone but moved to the trash, with the path
+//! of its last name and the time it went: out of the namespace (no query finds it by inode), its
+//! chunks still in the chunk table, until [`Command::RestoreTrash`] names it again or
+//! [`Command::PurgeTrash`] drops it. Other kinds are dropped as before.
+//!
+//! Replication goals: every inode has one (1..=255); a new inode inherits its parent's, the root
+//! starts at [`Engine::with_root_goal`], [`Command::SetGoal`] changes an inode or a subtree.
 
+use quarry_proto::master::TrashEntry;
 use quarry_proto::{
     split_path, validate_name, Attr, ChunkHandle, ChunkVersion, ClientId, DirEntry, FileKind,
     FsError, InodeId, OpId, Timestamp, XattrFlags, MAX_LINKS, MAX_SYMLINK_BYTES,
@@ -170,6 +180,31 @@ pub enum Command {
     /// Set (`Some`) or delete (`None`) a service record: state that services hosted by the
     /// master (the MapReduce coordinator) keep in the replicated state machine, opaque to it.
     PutRecord { key: String, value: Option<Vec<u8>> },
+    // Commands added with checkpoint format 3 (trash and replication goals). New variants go
+    // at the end so that older log records still decode.
+    /// Keep regular files whose last name went in the trash (`ms > 0`) or drop them at once
+    /// (`ms == 0`). Logged by the master at startup when its configuration differs from the
+    /// state, so replay never depends on the configuration of a later start.
+    SetTrashRetention { ms: u64 },
+    /// Put a trashed file back under `path` (its original path if `None`): `NotFound` if it is
+    /// not in the trash or the parent directory is gone, `AlreadyExists` if the name is taken.
+    RestoreTrash {
+        op: OpId,
+        inode: InodeId,
+        path: Option<String>,
+        time: Timestamp,
+    },
+    /// Drop the trashed files deleted before `before` (all of them if `None`) with their
+    /// chunks. Output: the number dropped.
+    PurgeTrash { op: OpId, before: Option<Timestamp> },
+    /// Set the replication goal (1..=255) of an inode; with `recursive`, of every inode in a
+    /// directory's subtree too. Output: the number of inodes whose goal changed.
+    SetGoal {
+        op: OpId,
+        inode: InodeId,
+        goal: u32,
+        recursive: bool,
+    },
 }
 
 /// Longest record key, and largest record value, in bytes.
@@ -192,12 +227,16 @@ impl Command {
             | Command::Link { op, .. }
             | Command::SetXattr { op, .. }
             | Command::RemoveXattr { op, .. }
-            | Command::HoldOpen { op, .. } => Some(*op),
+            | Command::HoldOpen { op, .. }
+            | Command::RestoreTrash { op, .. }
+            | Command::PurgeTrash { op, .. }
+            | Command::SetGoal { op, .. } => Some(*op),
             Command::DropClientHolds { .. }
             | Command::AllocateChunk { .. }
             | Command::BumpVersion { .. }
             | Command::SetVersion { .. }
-            | Command::PutRecord { .. } => None,
+            | Command::PutRecord { .. }
+            | Command::SetTrashRetention { .. } => None,
         }
     }
 }
@@ -211,6 +250,8 @@ pub enum Output {
         handle: ChunkHandle,
         version: ChunkVersion,
     },
+    /// How many items a command affected (files purged, goals changed).
+    Count(u64),
 }
 
 /// One row of the chunk table.
@@ -221,7 +262,8 @@ pub struct ChunkInfo {
     pub version: ChunkVersion,
 }
 
-/// Namespace totals (for StatFs and status pages). Orphans count until they are dropped.
+/// Namespace totals (for StatFs and status pages). Orphans count until they are dropped;
+/// trashed files count only in `trash_files` and `trash_bytes`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Regular files and special files (fifos, devices, sockets); each inode once, however many
@@ -229,16 +271,28 @@ pub struct Counts {
     pub files: u64,
     pub directories: u64,
     pub symlinks: u64,
+    /// Every row of the chunk table, the chunks of trashed files included.
     pub chunks: u64,
     /// Sum of the sizes of regular files.
     pub bytes: u64,
+    /// Files in the trash, and the sum of their sizes.
+    pub trash_files: u64,
+    pub trash_bytes: u64,
 }
+
+/// Replication goal of the root of a fresh namespace unless set otherwise
+/// ([`Engine::with_root_goal`]).
+pub const DEFAULT_GOAL: u32 = 3;
+/// Largest replication goal.
+pub const MAX_GOAL: u32 = 255;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Data {
-    /// `parent`: the directory holding its only entry (the root is its own parent).
+    /// `parent`: the directory holding its only entry, `name`: that entry's name (the root is
+    /// its own parent, with an empty name).
     Dir {
         parent: InodeId,
+        name: String,
         entries: BTreeMap<String, InodeId>,
     },
     File {
@@ -257,6 +311,18 @@ struct Inode {
     attr: Attr,
     xattrs: BTreeMap<String, Vec<u8>>,
     data: Data,
+    /// Replication goal, 1..=[`MAX_GOAL`]: new chunks of a file get this many replicas; a new
+    /// inode inherits its parent directory's.
+    goal: u32,
+}
+
+/// A regular file in the trash: out of `inodes`, named by no entry, its chunks still in the
+/// chunk table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Trashed {
+    path: String,
+    deleted: Timestamp,
+    inode: Inode,
 }
 
 impl Inode {
@@ -351,6 +417,14 @@ pub struct Engine {
     holds_by_client: BTreeSet<(ClientId, InodeId)>,
     /// Service records ([`Command::PutRecord`]).
     records: BTreeMap<String, Vec<u8>>,
+    /// Trash retention ([`Command::SetTrashRetention`]); 0 = no trash.
+    trash_retention_ms: u64,
+    /// Trashed regular files by inode, and the same by deletion time.
+    trash: BTreeMap<InodeId, Trashed>,
+    trash_by_time: BTreeSet<(Timestamp, InodeId)>,
+    /// Where and when the last name of each orphaned regular file went (its trash record once
+    /// its last hold goes).
+    orphaned: BTreeMap<InodeId, (String, Timestamp)>,
 }
 
 fn stale() -> FsError {
@@ -379,8 +453,10 @@ impl Engine {
             xattrs: BTreeMap::new(),
             data: Data::Dir {
                 parent: InodeId::ROOT,
+                name: String::new(),
                 entries: BTreeMap::new(),
             },
+            goal: DEFAULT_GOAL,
         };
         Engine {
             chunk_size,
@@ -401,7 +477,18 @@ impl Engine {
             holds: BTreeMap::new(),
             holds_by_client: BTreeSet::new(),
             records: BTreeMap::new(),
+            trash_retention_ms: 0,
+            trash: BTreeMap::new(),
+            trash_by_time: BTreeSet::new(),
+            orphaned: BTreeMap::new(),
         }
+    }
+
+    /// Set the root's replication goal (clamped to 1..=[`MAX_GOAL`]); for a fresh namespace,
+    /// before anything is logged (checkpoint 0 then pins it).
+    pub fn with_root_goal(mut self, goal: u32) -> Engine {
+        self.inode_mut(InodeId::ROOT).goal = goal.clamp(1, MAX_GOAL);
+        self
     }
 
     /// Change the bound of the exactly-once session table (default [`DEFAULT_SESSION_LIMIT`]).
@@ -598,6 +685,20 @@ impl Engine {
                     }
                 }
             }
+            Command::SetTrashRetention { ms } => {
+                self.trash_retention_ms = *ms;
+                Ok(Output::Unit)
+            }
+            Command::RestoreTrash {
+                inode, path, time, ..
+            } => self.restore_trash(*inode, path.as_deref(), *time),
+            Command::PurgeTrash { before, .. } => Ok(Output::Count(self.purge_trash(*before))),
+            Command::SetGoal {
+                inode,
+                goal,
+                recursive,
+                ..
+            } => self.set_goal(*inode, *goal, *recursive),
         }
     }
 
@@ -627,10 +728,33 @@ impl Engine {
         }
     }
 
-    fn set_dir_parent(&mut self, dir: InodeId, new_parent: InodeId) {
-        if let Data::Dir { parent, .. } = &mut self.inode_mut(dir).data {
+    /// A directory's entry moved: it is now `new_parent/new_name`.
+    fn set_dir_link(&mut self, dir: InodeId, new_parent: InodeId, new_name: &str) {
+        if let Data::Dir { parent, name, .. } = &mut self.inode_mut(dir).data {
             *parent = new_parent;
+            new_name.clone_into(name);
         }
+    }
+
+    /// The absolute path of the entry `name` in directory `dir` (through the parent pointers).
+    fn path_of(&self, dir: InodeId, name: &str) -> String {
+        let mut parts = vec![name];
+        let mut cur = dir;
+        while cur != InodeId::ROOT {
+            match self.inodes.get(&cur).map(|i| &i.data) {
+                Some(Data::Dir { parent, name, .. }) => {
+                    parts.push(name);
+                    cur = *parent;
+                }
+                _ => break,
+            }
+        }
+        let mut path = String::new();
+        for p in parts.iter().rev() {
+            path.push('/');
+            path.push_str(p);
+        }
+        path
     }
 
     /// Validated name and parent directory, then the entry's inode if the name exists.
@@ -683,9 +807,11 @@ impl Engine {
         }
     }
 
-    /// Insert a new inode under `parent/name` (validated free) and count it.
+    /// Insert a new inode under `parent/name` (validated free) and count it. It inherits the
+    /// parent's replication goal.
     fn insert_new(&mut self, parent: InodeId, name: &str, attr: Attr, data: Data, time: Timestamp) {
         let id = attr.inode;
+        let goal = self.inode_mut(parent).goal;
         match attr.kind {
             FileKind::Directory => {
                 self.counts.directories += 1;
@@ -700,6 +826,7 @@ impl Engine {
                 attr,
                 xattrs: BTreeMap::new(),
                 data,
+                goal,
             },
         );
         self.entries_mut(parent).insert(name.to_owned(), id);
@@ -710,15 +837,49 @@ impl Engine {
         self.holds.contains_key(&id)
     }
 
-    /// One entry naming the non-directory `id` went away: nlink -= 1, ctime; dropped with its
-    /// chunks at nlink 0 unless held open.
-    fn drop_link(&mut self, id: InodeId, time: Timestamp) {
+    /// The entry `parent/name` naming the non-directory `id` went away (the caller removed
+    /// it): nlink -= 1, ctime. At nlink 0 a held regular file becomes an orphan that remembers
+    /// this path and time; an unheld one goes to the trash if it is kept, else it is dropped
+    /// with its chunks (as is any other kind).
+    fn drop_link(&mut self, id: InodeId, parent: InodeId, name: &str, time: Timestamp) {
         let a = &mut self.inode_mut(id).attr;
         a.nlink -= 1;
         a.ctime = time;
-        if a.nlink == 0 && !self.is_held(id) {
+        if a.nlink > 0 {
+            return;
+        }
+        let is_file = a.kind == FileKind::File;
+        let held = self.is_held(id);
+        if is_file && (held || self.trash_retention_ms > 0) {
+            let path = self.path_of(parent, name);
+            if held {
+                self.orphaned.insert(id, (path, time));
+            } else {
+                self.move_to_trash(id, path, time);
+            }
+        } else if !held {
             self.drop_file(id);
         }
+    }
+
+    /// Move the unnamed, unheld regular file `id` to the trash.
+    fn move_to_trash(&mut self, id: InodeId, path: String, deleted: Timestamp) {
+        debug_assert!(!self.is_held(id));
+        let inode = self.inodes.remove(&id).expect("inode exists");
+        debug_assert_eq!(inode.attr.nlink, 0);
+        self.counts.files -= 1;
+        self.counts.bytes -= inode.attr.size;
+        self.counts.trash_files += 1;
+        self.counts.trash_bytes += inode.attr.size;
+        self.trash_by_time.insert((deleted, id));
+        self.trash.insert(
+            id,
+            Trashed {
+                path,
+                deleted,
+                inode,
+            },
+        );
     }
 
     /// Drop a non-directory inode whose last link and last hold went away, with its chunks.
@@ -756,7 +917,12 @@ impl Engine {
         if set.is_empty() {
             self.holds.remove(&id);
             if self.inodes.get(&id).is_some_and(|i| i.attr.nlink == 0) {
-                self.drop_file(id);
+                match self.orphaned.remove(&id) {
+                    Some((path, deleted)) if self.trash_retention_ms > 0 => {
+                        self.move_to_trash(id, path, deleted)
+                    }
+                    _ => self.drop_file(id),
+                }
             }
         }
     }
@@ -786,6 +952,7 @@ impl Engine {
         let attr = Self::new_attr(id, FileKind::Directory, mode, uid, gid, time);
         let data = Data::Dir {
             parent,
+            name: name.to_owned(),
             entries: BTreeMap::new(),
         };
         self.insert_new(parent, name, attr.clone(), data, time);
@@ -979,14 +1146,14 @@ impl Engine {
                 self.drop_empty_dir(dst);
                 self.inode_mut(dst_parent).attr.nlink -= 1;
             } else {
-                self.drop_link(dst, time);
+                self.drop_link(dst, dst_parent, dst_name, time);
             }
         }
         self.entries_mut(src_parent).remove(src_name);
         self.entries_mut(dst_parent)
             .insert(dst_name.to_owned(), src);
         if src_is_dir {
-            self.set_dir_parent(src, dst_parent);
+            self.set_dir_link(src, dst_parent, dst_name);
             if src_parent != dst_parent {
                 self.inode_mut(src_parent).attr.nlink -= 1;
                 self.inode_mut(dst_parent).attr.nlink += 1;
@@ -1027,10 +1194,10 @@ impl Engine {
         self.entries_mut(dst_parent)
             .insert(dst_name.to_owned(), src);
         if src_is_dir {
-            self.set_dir_parent(src, dst_parent);
+            self.set_dir_link(src, dst_parent, dst_name);
         }
         if dst_is_dir {
-            self.set_dir_parent(dst, src_parent);
+            self.set_dir_link(dst, src_parent, src_name);
         }
         if src_parent != dst_parent && src_is_dir != dst_is_dir {
             let (from, to) = if src_is_dir {
@@ -1054,7 +1221,7 @@ impl Engine {
             return Err(FsError::IsADirectory);
         }
         self.entries_mut(parent).remove(name);
-        self.drop_link(id, time);
+        self.drop_link(id, parent, name, time);
         self.touch_dir(parent, time);
         Ok(Output::Unit)
     }
@@ -1279,7 +1446,153 @@ impl Engine {
         })
     }
 
+    fn restore_trash(
+        &mut self,
+        id: InodeId,
+        path: Option<&str>,
+        time: Timestamp,
+    ) -> Result<Output, FsError> {
+        let entry = self.trash.get(&id).ok_or(FsError::NotFound)?;
+        let path = path.unwrap_or(&entry.path);
+        let names = split_path(path)?;
+        let Some((name, dirs)) = names.split_last() else {
+            return Err(FsError::AlreadyExists); // the root
+        };
+        let mut parent = InodeId::ROOT;
+        for dir in dirs {
+            parent = *self.entries(parent)?.get(*dir).ok_or(FsError::NotFound)?;
+        }
+        let name = name.to_string();
+        self.free_name(parent, &name)?;
+        // Validated; mutate.
+        let Trashed { deleted, inode, .. } = self.trash.remove(&id).expect("checked");
+        self.trash_by_time.remove(&(deleted, id));
+        let size = inode.attr.size;
+        self.counts.trash_files -= 1;
+        self.counts.trash_bytes -= size;
+        self.counts.files += 1;
+        self.counts.bytes += size;
+        self.inodes.insert(id, inode);
+        let a = &mut self.inode_mut(id).attr;
+        a.nlink = 1;
+        a.ctime = time;
+        let attr = a.clone();
+        self.entries_mut(parent).insert(name, id);
+        self.touch_dir(parent, time);
+        Ok(Output::Attr(attr))
+    }
+
+    /// Drop the trashed files deleted before `before` (all if `None`); returns how many.
+    fn purge_trash(&mut self, before: Option<Timestamp>) -> u64 {
+        let due: Vec<(Timestamp, InodeId)> = match before {
+            None => self.trash_by_time.iter().copied().collect(),
+            Some(b) => self
+                .trash_by_time
+                .iter()
+                .take_while(|(t, _)| *t < b)
+                .copied()
+                .collect(),
+        };
+        for key in &due {
+            self.trash_by_time.remove(key);
+            let t = self.trash.remove(&key.1).expect("indexed");
+            if let Data::File { chunks } = &t.inode.data {
+                for handle in chunks.values() {
+                    self.chunks.remove(handle);
+                }
+                self.counts.chunks -= chunks.len() as u64;
+            }
+            self.counts.trash_files -= 1;
+            self.counts.trash_bytes -= t.inode.attr.size;
+        }
+        due.len() as u64
+    }
+
+    fn set_goal(&mut self, id: InodeId, goal: u32, recursive: bool) -> Result<Output, FsError> {
+        if !(1..=MAX_GOAL).contains(&goal) {
+            return Err(FsError::InvalidArgument(format!(
+                "replication goal {goal} is not in 1..={MAX_GOAL}"
+            )));
+        }
+        self.inode(id)?;
+        let mut changed = 0u64;
+        let mut stack = vec![id];
+        while let Some(cur) = stack.pop() {
+            let ino = self.inode_mut(cur);
+            if ino.goal != goal {
+                ino.goal = goal;
+                changed += 1;
+            }
+            if let (true, Data::Dir { entries, .. }) = (recursive, &ino.data) {
+                stack.extend(entries.values().copied());
+            }
+        }
+        Ok(Output::Count(changed))
+    }
+
     // ---- queries ----
+
+    /// The replication goal of an inode.
+    pub fn goal(&self, inode: InodeId) -> Result<u32, FsError> {
+        Ok(self.inode(inode)?.goal)
+    }
+
+    /// The replication goal of the file holding a chunk (trashed files included), or `None` for
+    /// a handle not in the chunk table.
+    pub fn goal_of_chunk(&self, handle: ChunkHandle) -> Option<u32> {
+        let inode = self.chunks.get(&handle)?.inode;
+        match self.inodes.get(&inode) {
+            Some(i) => Some(i.goal),
+            None => self.trash.get(&inode).map(|t| t.inode.goal),
+        }
+    }
+
+    /// The trash retention in force ([`Command::SetTrashRetention`]); 0 = no trash.
+    pub fn trash_retention_ms(&self) -> u64 {
+        self.trash_retention_ms
+    }
+
+    /// Up to `limit` trashed files with inode numbers above `after`, in inode order, and
+    /// whether more follow.
+    pub fn trash(&self, after: Option<InodeId>, limit: u32) -> (Vec<TrashEntry>, bool) {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut it = self.trash.range((lower, Bound::Unbounded));
+        let out = it
+            .by_ref()
+            .take(limit as usize)
+            .map(|(id, t)| TrashEntry {
+                inode: *id,
+                path: t.path.clone(),
+                deleted: t.deleted,
+                size: t.inode.attr.size,
+                chunks: match &t.inode.data {
+                    Data::File { chunks } => chunks.len() as u64,
+                    _ => 0,
+                },
+            })
+            .collect();
+        (out, it.next().is_some())
+    }
+
+    /// The deletion time of the oldest trashed file.
+    pub fn oldest_trash(&self) -> Option<Timestamp> {
+        self.trash_by_time.first().map(|(t, _)| *t)
+    }
+
+    /// The chunks of the trashed files deleted before `before` (all if `None`): what
+    /// [`Command::PurgeTrash`] with the same bound drops, unless the trash changes first.
+    pub fn trash_chunks(&self, before: Option<Timestamp>) -> Vec<ChunkHandle> {
+        self.trash_by_time
+            .iter()
+            .take_while(|(t, _)| before.is_none_or(|b| *t < b))
+            .filter_map(|(_, id)| match &self.trash[id].inode.data {
+                Data::File { chunks } => Some(chunks.values().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
 
     pub fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, FsError> {
         let id = self.child(parent, name)?.ok_or(FsError::NotFound)?;
@@ -1421,13 +1734,17 @@ impl Engine {
     /// (nlink 0, held open); holds consistent both ways and only on existing non-directories;
     /// kinds match data (symlink size = target length, rdev only on devices); xattr limits;
     /// directory link counts; chunk table ⇔ file chunk maps; counters; id allocators ahead of
-    /// every id.
+    /// every id. Trash: trashed files are regular files out of `inodes`, unnamed, unheld, with
+    /// nlink 0, indexed by deletion time, their chunks in the table; an orphan record exists
+    /// exactly for each regular file with nlink 0 still in `inodes`. Goals in 1..=255;
+    /// directory names match their entries.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut dirs_seen = BTreeSet::new();
         let mut links: BTreeMap<InodeId, u32> = BTreeMap::new();
         let mut stack = vec![InodeId::ROOT];
         let root = self.inodes.get(&InodeId::ROOT).ok_or("no root")?;
-        if !matches!(root.data, Data::Dir { parent, .. } if parent == InodeId::ROOT) {
+        if !matches!(&root.data, Data::Dir { parent, name, .. } if *parent == InodeId::ROOT && name.is_empty())
+        {
             return Err("bad root".into());
         }
         dirs_seen.insert(InodeId::ROOT);
@@ -1444,12 +1761,21 @@ impl Engine {
                     .get(child)
                     .ok_or(format!("entry {name:?} -> missing inode {child}"))?;
                 match &c.data {
-                    Data::Dir { parent, .. } => {
+                    Data::Dir {
+                        parent,
+                        name: own_name,
+                        ..
+                    } => {
                         if !dirs_seen.insert(*child) {
                             return Err(format!("directory {child} reachable twice"));
                         }
                         if *parent != id {
                             return Err(format!("directory {child} parent pointer wrong"));
+                        }
+                        if own_name != name {
+                            return Err(format!(
+                                "directory {child} named {own_name:?} in {name:?}"
+                            ));
                         }
                         subdirs += 1;
                         stack.push(*child);
@@ -1475,6 +1801,16 @@ impl Engine {
             }
             if ino.attr.mode & !MODE_MASK != 0 {
                 return Err(format!("inode {id} mode has type bits"));
+            }
+            if !(1..=MAX_GOAL).contains(&ino.goal) {
+                return Err(format!("inode {id} goal {}", ino.goal));
+            }
+            if self.trash.contains_key(&id) {
+                return Err(format!("inode {id} both live and in the trash"));
+            }
+            let orphan_file = ino.attr.kind == FileKind::File && ino.attr.nlink == 0;
+            if orphan_file != self.orphaned.contains_key(&id) {
+                return Err(format!("inode {id}: orphan record mismatch"));
             }
             if ino.xattr_bytes() > MAX_XATTR_TOTAL_BYTES {
                 return Err(format!("inode {id} xattrs over the limit"));
@@ -1580,8 +1916,62 @@ impl Engine {
             if info.version.0 == 0 {
                 return Err(format!("chunk {handle} at version 0"));
             }
-            if self.chunk_at(info.inode, info.index).map(|c| c.0) != Some(*handle) {
+            let file = self
+                .inodes
+                .get(&info.inode)
+                .or(self.trash.get(&info.inode).map(|t| &t.inode));
+            let in_file = match file.map(|i| &i.data) {
+                Some(Data::File { chunks }) => chunks.get(&info.index) == Some(handle),
+                _ => false,
+            };
+            if !in_file {
                 return Err(format!("chunk {handle} not in its file"));
+            }
+        }
+        let mut by_time = BTreeSet::new();
+        for (&id, t) in &self.trash {
+            let ino = &t.inode;
+            let Data::File { chunks } = &ino.data else {
+                return Err(format!("trashed inode {id} is not a regular file"));
+            };
+            if ino.attr.inode != id || ino.attr.kind != FileKind::File || ino.attr.nlink != 0 {
+                return Err(format!("trashed inode {id} attributes"));
+            }
+            if id.0 >= self.next_inode || id.0 == 0 {
+                return Err(format!("trashed inode {id} not below next_inode"));
+            }
+            if !(1..=MAX_GOAL).contains(&ino.goal) {
+                return Err(format!("trashed inode {id} goal {}", ino.goal));
+            }
+            if links.contains_key(&id) || self.holds.contains_key(&id) {
+                return Err(format!("trashed inode {id} named or held"));
+            }
+            if self.orphaned.contains_key(&id) {
+                return Err(format!("trashed inode {id} has an orphan record"));
+            }
+            if !split_path(&t.path).is_ok_and(|p| !p.is_empty()) {
+                return Err(format!("trashed inode {id} path {:?}", t.path));
+            }
+            counts.trash_files += 1;
+            counts.trash_bytes += ino.attr.size;
+            for (&index, handle) in chunks {
+                let info = self
+                    .chunks
+                    .get(handle)
+                    .ok_or(format!("trashed file {id} chunk {handle} not in table"))?;
+                if info.inode != id || info.index != index {
+                    return Err(format!("chunk {handle} table row mismatch"));
+                }
+                chunks_seen += 1;
+            }
+            by_time.insert((t.deleted, id));
+        }
+        if by_time != self.trash_by_time {
+            return Err("trash time index inconsistent".into());
+        }
+        for id in self.orphaned.keys() {
+            if !self.inodes.contains_key(id) {
+                return Err(format!("orphan record of missing inode {id}"));
             }
         }
         counts.chunks = chunks_seen;

@@ -28,7 +28,7 @@ pub const MAX_RECORD_BYTES: u32 = 16 << 20;
 /// Checkpoint file magic.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"QRYCKPT\0";
 /// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 2;
+pub const CHECKPOINT_VERSION: u32 = 3;
 /// Bytes before a checkpoint's payload.
 pub const CHECKPOINT_HEADER_BYTES: usize = 32;
 
@@ -226,6 +226,16 @@ impl OpLog {
         chunk_size: u64,
         now: Timestamp,
     ) -> anyhow::Result<(OpLog, Engine, u64)> {
+        Self::open_with(dir, || Engine::new(chunk_size, now))
+    }
+
+    /// Like [`OpLog::open`], with `fresh` making the engine of a fresh log (and the one replayed
+    /// on when no checkpoint is valid); its chunk size is the configured one.
+    pub fn open_with(
+        dir: &Path,
+        fresh: impl Fn() -> Engine,
+    ) -> anyhow::Result<(OpLog, Engine, u64)> {
+        let chunk_size = fresh().chunk_size();
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let listing = list(dir)?;
         for tmp in &listing.temps {
@@ -236,7 +246,7 @@ impl OpLog {
         if listing.segments.is_empty() && listing.checkpoints.is_empty() {
             // A fresh log. Checkpoint 0 pins the root's creation time and the chunk size, so that
             // replays never depend on the `now` of a later open.
-            let engine = Engine::new(chunk_size, now);
+            let engine = fresh();
             let bytes = encode_checkpoint(&engine, 0)?;
             write_checkpoint_file(dir, 0, &bytes)?;
             let file = create_segment(dir, 1)?;
@@ -276,7 +286,7 @@ impl OpLog {
             Some(b) => b,
             None => {
                 tracing::warn!("no valid checkpoint; replaying the log on an empty namespace");
-                (0, Engine::new(chunk_size, now))
+                (0, fresh())
             }
         };
         if engine.chunk_size() != chunk_size {

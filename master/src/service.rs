@@ -5,13 +5,13 @@
 //! logged (fsynced) before it is applied, so nothing a client saw acknowledged is lost on a crash
 //! and readers never see a change that is not yet durable.
 
-use crate::engine::{Command, Engine, Output};
+use crate::engine::{Command, Engine, Output, MAX_GOAL};
 use crate::oplog::OpLog;
 use crate::registry::{Lease, Registry};
 use quarry_proto::chunk::BumpVersion;
 use quarry_proto::master::*;
 use quarry_proto::{
-    Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FsError, InodeId, ServerRef,
+    Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FsError, InodeId, OpId, ServerRef,
     Timestamp,
 };
 use quarry_transport::{Reply, Request, Router, RpcClient};
@@ -32,6 +32,9 @@ pub struct MasterConfig {
     pub checkpoint_every_records: u64,
     /// Timeout of the master's own calls to chunkservers.
     pub rpc_timeout_ms: u64,
+    /// How long a deleted regular file stays in the trash before its chunks are reclaimed
+    /// (0: no trash, a file is dropped with its chunks when its last name and hold go).
+    pub trash_retention_ms: u64,
 }
 
 impl MasterConfig {
@@ -44,6 +47,7 @@ impl MasterConfig {
             heartbeat_timeout_ms: 10_000,
             checkpoint_every_records: 100_000,
             rpc_timeout_ms: 10_000,
+            trash_retention_ms: 0,
         }
     }
 }
@@ -84,7 +88,21 @@ impl Master {
     pub fn open(config: MasterConfig) -> anyhow::Result<Master> {
         std::fs::create_dir_all(&config.data_dir)?;
         let log_dir = config.data_dir.join("oplog");
-        let (oplog, engine, index) = OpLog::open(&log_dir, config.chunk_size, Timestamp::now())?;
+        let root_goal = config.replication.clamp(1, MAX_GOAL);
+        let created = Timestamp::now();
+        let (mut oplog, mut engine, mut index) = OpLog::open_with(&log_dir, || {
+            Engine::new(config.chunk_size, created).with_root_goal(root_goal)
+        })?;
+        if engine.trash_retention_ms() != config.trash_retention_ms {
+            // The retention decides what deletes do, so it is state: log it before serving.
+            let cmd = Command::SetTrashRetention {
+                ms: config.trash_retention_ms,
+            };
+            index = oplog.append(std::slice::from_ref(&cmd))?;
+            engine
+                .apply(&cmd)
+                .map_err(|e| anyhow::anyhow!("setting the trash retention: {e}"))?;
+        }
         let now = Instant::now();
         // Leases granted before a restart may still be valid: grant none until they have expired.
         let newest_handle = engine
@@ -110,6 +128,7 @@ impl Master {
             started: now,
         });
         tokio::spawn(log_writer(Arc::downgrade(&inner), oplog, log_rx));
+        tokio::spawn(purge_loop(Arc::downgrade(&inner)));
         Ok(Master { inner })
     }
 
@@ -161,10 +180,15 @@ impl Master {
         route!(ListXattr, list_xattr);
         route!(RemoveXattr, remove_xattr);
         route!(HoldOpen, hold_open);
+        route!(ListTrash, list_trash);
+        route!(RestoreTrash, restore_trash);
+        route!(PurgeTrash, purge_trash);
+        route!(SetGoal, set_goal);
+        route!(GetGoal, get_goal);
     }
 
     /// Drop every open hold of a client that went away; orphans it held last are dropped with
-    /// their chunks.
+    /// their chunks (or moved to the trash, if the master keeps one).
     pub async fn drop_client_holds(&self, client: ClientId) -> Result<(), FsError> {
         let inner = &self.inner;
         let held = inner.engine.read().unwrap().held_by(client);
@@ -287,6 +311,28 @@ fn now_ts() -> Timestamp {
     Timestamp::now()
 }
 
+/// How often the purge loop looks for expired trash: an eighth of the retention, between
+/// 100 ms and 10 s (10 s without a trash, to purge what an earlier retention left).
+fn purge_tick(retention_ms: u64) -> Duration {
+    match retention_ms {
+        0 => Duration::from_secs(10),
+        ms => Duration::from_millis((ms / 8).clamp(100, 10_000)),
+    }
+}
+
+/// Purge the trash entries older than the retention, through the log, until the master goes.
+async fn purge_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let tick = purge_tick(i.config.trash_retention_ms);
+        if let Err(e) = i.purge(PurgeWhich::Expired, OpId::default(), true).await {
+            tracing::warn!("purging the trash: {e}");
+        }
+        drop(i);
+        tokio::time::sleep(tick).await;
+    }
+}
+
 fn attr_of(out: Output) -> Result<Attr, FsError> {
     match out {
         Output::Attr(a) => Ok(a),
@@ -347,6 +393,88 @@ impl Inner {
                 registry.forget_chunk(h);
             }
         }
+    }
+
+    /// Drop trashed files (see [`PurgeWhich`]) and have their chunks deleted. With
+    /// `only_if_due`, log nothing when no entry is old enough (the purge loop).
+    async fn purge(&self, which: PurgeWhich, op: OpId, only_if_due: bool) -> Result<u64, FsError> {
+        let before = match which {
+            PurgeWhich::All => None,
+            PurgeWhich::Expired => {
+                let ns = i128::from(self.config.trash_retention_ms) * 1_000_000;
+                Some(Timestamp::from_unix_nanos(now_ts().as_unix_nanos() - ns))
+            }
+            PurgeWhich::DeletedBefore(t) => Some(t),
+        };
+        let handles = {
+            let engine = self.engine.read().unwrap();
+            let due = engine
+                .oldest_trash()
+                .is_some_and(|t| before.is_none_or(|b| t < b));
+            if only_if_due && !due {
+                return Ok(0);
+            }
+            engine.trash_chunks(before)
+        };
+        let out = self.submit(Command::PurgeTrash { op, before }).await?;
+        self.forget_dropped(handles);
+        match out {
+            Output::Count(n) => {
+                if n > 0 {
+                    tracing::info!(files = n, "purged from the trash");
+                }
+                Ok(n)
+            }
+            other => Err(FsError::Io(format!("unexpected engine output {other:?}"))),
+        }
+    }
+
+    async fn list_trash(&self, req: Request<ListTrash>) -> Result<ListTrashReply, FsError> {
+        let limit = req.msg.limit.clamp(1, 10_000);
+        let engine = self.engine.read().unwrap();
+        let (entries, more) = engine.trash(req.msg.after, limit);
+        Ok(ListTrashReply {
+            entries,
+            more,
+            retention_ms: engine.trash_retention_ms(),
+        })
+    }
+
+    async fn restore_trash(&self, req: Request<RestoreTrash>) -> Result<Attr, FsError> {
+        let m = req.msg;
+        attr_of(
+            self.submit(Command::RestoreTrash {
+                op: m.op,
+                inode: m.inode,
+                path: m.path,
+                time: now_ts(),
+            })
+            .await?,
+        )
+    }
+
+    async fn purge_trash(&self, req: Request<PurgeTrash>) -> Result<u64, FsError> {
+        self.purge(req.msg.which, req.msg.op, false).await
+    }
+
+    async fn set_goal(&self, req: Request<SetGoal>) -> Result<u64, FsError> {
+        let m = req.msg;
+        match self
+            .submit(Command::SetGoal {
+                op: m.op,
+                inode: m.inode,
+                goal: m.goal,
+                recursive: m.recursive,
+            })
+            .await?
+        {
+            Output::Count(n) => Ok(n),
+            other => Err(FsError::Io(format!("unexpected engine output {other:?}"))),
+        }
+    }
+
+    async fn get_goal(&self, req: Request<GetGoal>) -> Result<u32, FsError> {
+        self.engine.read().unwrap().goal(req.msg.inode)
     }
 
     async fn cluster_info(&self, _req: Request<ClusterInfo>) -> Result<ClusterInfoReply, FsError> {
@@ -587,7 +715,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Releasing the last hold of an orphan drops it: its chunks are forgotten here.
+    /// Releasing the last hold of an orphan drops it (its chunks are forgotten here) or moves it
+    /// to the trash (its chunks stay).
     async fn hold_open(&self, req: Request<HoldOpen>) -> Result<(), FsError> {
         let m = req.msg;
         let dropped = if m.hold {
@@ -615,6 +744,8 @@ impl Inner {
             used_bytes: used / replication,
             available_bytes: capacity.saturating_sub(used) / replication,
             files: counts.files + counts.directories + counts.symlinks,
+            trash_files: counts.trash_files,
+            trash_bytes: counts.trash_bytes,
         })
     }
 
@@ -658,8 +789,9 @@ impl Inner {
             None => {
                 // Check placement is possible before logging an allocation.
                 if self.registry.lock().unwrap().live_count(Instant::now()) == 0 {
+                    let goal = self.engine.read().unwrap().goal(m.inode)?;
                     return Err(FsError::NotEnoughServers {
-                        need: self.config.replication,
+                        need: goal,
                         have: 0,
                     });
                 }
@@ -713,17 +845,21 @@ impl Inner {
     /// be re-granted (the version bump ends its old lease and drops dead secondaries).
     async fn grant(&self, handle: ChunkHandle, fresh: bool) -> Result<WriteGrant, FsError> {
         let now = Instant::now();
-        let current = self
-            .engine
-            .read()
-            .unwrap()
-            .chunk(handle)
-            .ok_or(FsError::ChunkNotFound(handle.0))?
-            .version;
+        let (current, goal) = {
+            let engine = self.engine.read().unwrap();
+            let info = engine
+                .chunk(handle)
+                .ok_or(FsError::ChunkNotFound(handle.0))?;
+            // A new chunk gets as many replicas as its file's goal.
+            let goal = engine
+                .goal_of_chunk(handle)
+                .unwrap_or(self.config.replication);
+            (info.version, goal)
+        };
         let (replicas, current_primary) = {
             let registry = self.registry.lock().unwrap();
             let mut replicas = if fresh {
-                registry.place(self.config.replication as usize, now, handle.0)
+                registry.place(goal as usize, now, handle.0)
             } else {
                 registry.live_replicas(handle, now)
             };
@@ -754,7 +890,7 @@ impl Inner {
         if replicas.is_empty() {
             return Err(if fresh {
                 FsError::NotEnoughServers {
-                    need: self.config.replication,
+                    need: goal,
                     have: 0,
                 }
             } else {
@@ -902,14 +1038,16 @@ impl Inner {
         let engine = self.engine.read().unwrap();
         let counts = engine.counts();
         let registry = self.registry.lock().unwrap();
-        let goal = self.config.replication as usize;
         let mut under = 0u64;
         let mut missing = 0u64;
         for (handle, _) in engine.all_chunks() {
+            let goal = engine
+                .goal_of_chunk(handle)
+                .unwrap_or(self.config.replication);
             let live = registry.live_replicas(handle, now).len();
             if live == 0 {
                 missing += 1;
-            } else if live < goal {
+            } else if live < goal as usize {
                 under += 1;
             }
         }
@@ -921,6 +1059,8 @@ impl Inner {
                 files: counts.files,
                 directories: counts.directories,
                 chunks: counts.chunks,
+                trash_files: counts.trash_files,
+                trash_bytes: counts.trash_bytes,
             }],
             chunkservers: registry.status(now),
             chunk_size: engine.chunk_size(),

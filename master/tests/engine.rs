@@ -906,7 +906,8 @@ fn counts_track_namespace() {
             directories: 2,
             symlinks: 0,
             chunks: 1,
-            bytes: 123
+            bytes: 123,
+            ..Counts::default()
         }
     );
 }
@@ -1996,7 +1997,8 @@ fn counts_with_links_and_orphans() {
             directories: 1,
             symlinks: 1,
             chunks: 0,
-            bytes: 100
+            bytes: 100,
+            ..Counts::default()
         }
     );
     hold(&mut e, f, 1, true).unwrap();
@@ -2009,7 +2011,8 @@ fn counts_with_links_and_orphans() {
             directories: 1,
             symlinks: 1,
             chunks: 0,
-            bytes: 100
+            bytes: 100,
+            ..Counts::default()
         }
     );
     hold(&mut e, f, 1, false).unwrap();
@@ -2020,7 +2023,8 @@ fn counts_with_links_and_orphans() {
             directories: 1,
             symlinks: 1,
             chunks: 0,
-            bytes: 0
+            bytes: 0,
+            ..Counts::default()
         }
     );
 }
@@ -2074,6 +2078,563 @@ fn new_mutations_are_exactly_once() {
     assert_eq!(apply(&mut e, sl), Ok(a));
 }
 
+// ---------------------------------------------------------------- trash
+
+const DAY_MS: u64 = 86_400_000;
+
+fn with_trash() -> Engine {
+    let mut e = new();
+    apply(&mut e, Command::SetTrashRetention { ms: DAY_MS }).unwrap();
+    e
+}
+
+fn restore(
+    e: &mut Engine,
+    inode: InodeId,
+    path: Option<&str>,
+    time: i64,
+) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::RestoreTrash {
+            op: op0(),
+            inode,
+            path: path.map(str::to_string),
+            time: t(time),
+        },
+    )
+}
+
+fn purge(e: &mut Engine, before: Option<i64>) -> u64 {
+    match apply(
+        e,
+        Command::PurgeTrash {
+            op: op0(),
+            before: before.map(t),
+        },
+    ) {
+        Ok(Output::Count(n)) => n,
+        other => panic!("expected Count, got {other:?}"),
+    }
+}
+
+/// (inode, path, deleted secs, size) of every trash entry.
+fn trash_rows(e: &Engine) -> Vec<(InodeId, String, i64, u64)> {
+    let (entries, more) = e.trash(None, u32::MAX);
+    assert!(!more);
+    entries
+        .into_iter()
+        .map(|x| (x.inode, x.path, x.deleted.secs, x.size))
+        .collect()
+}
+
+/// A file at `parent/name` with two chunks and `size` bytes.
+fn file_with_chunks(
+    e: &mut Engine,
+    parent: InodeId,
+    name: &str,
+    size: u64,
+) -> (InodeId, Vec<ChunkHandle>) {
+    let f = create(e, parent, name);
+    let hs = vec![handle(alloc(e, f, 0)), handle(alloc(e, f, 1))];
+    commit(e, f, size).unwrap();
+    (f, hs)
+}
+
+#[test]
+fn without_retention_nothing_is_trashed() {
+    let mut e = new();
+    assert_eq!(e.trash_retention_ms(), 0);
+    let (f, hs) = file_with_chunks(&mut e, ROOT, "f", 2 * CS);
+    unlink(&mut e, ROOT, "f", 20).unwrap();
+    assert!(trash_rows(&e).is_empty());
+    assert_eq!(e.chunk(hs[0]), None);
+    assert_eq!(e.goal_of_chunk(hs[0]), None);
+    assert_eq!(restore(&mut e, f, None, 21), Err(FsError::NotFound));
+}
+
+#[test]
+fn unlink_moves_a_file_to_the_trash_with_its_chunks() {
+    let mut e = with_trash();
+    let d = mkdir(&mut e, ROOT, "d");
+    let sub = mkdir(&mut e, d, "sub");
+    let (f, hs) = file_with_chunks(&mut e, sub, "f", CS + 5);
+    unlink(&mut e, sub, "f", 50).unwrap();
+    // The name is free at once; the inode is gone from the namespace.
+    assert_eq!(e.lookup(sub, "f"), Err(FsError::NotFound));
+    assert_eq!(e.getattr(f), Err(FsError::NotFound));
+    assert_eq!(e.chunks(f, 0, 10), Err(FsError::NotFound));
+    assert_eq!(e.getattr(sub).unwrap().mtime, t(50));
+    assert_eq!(trash_rows(&e), vec![(f, "/d/sub/f".into(), 50, CS + 5)]);
+    assert_eq!(e.trash(None, 10).0[0].chunks, 2);
+    // Its chunks stay in the table (so the chunkservers keep them) with their goal.
+    for h in &hs {
+        assert_eq!(e.chunk(*h).map(|c| c.inode), Some(f));
+        assert_eq!(e.goal_of_chunk(*h), Some(3));
+    }
+    assert_eq!(
+        e.counts(),
+        Counts {
+            directories: 3,
+            chunks: 2,
+            trash_files: 1,
+            trash_bytes: CS + 5,
+            ..Counts::default()
+        }
+    );
+    // A trashed inode cannot be held, linked, written or resized.
+    assert_eq!(hold(&mut e, f, 1, true), Err(FsError::NotFound));
+    assert_eq!(link(&mut e, f, ROOT, "x", 51), Err(FsError::NotFound));
+    assert_eq!(alloc(&mut e, f, 2), Err(FsError::NotFound));
+    assert_eq!(commit(&mut e, f, 1), Err(FsError::NotFound));
+    assert_eq!(e.oldest_trash(), Some(t(50)));
+}
+
+#[test]
+fn only_the_last_link_of_a_regular_file_goes_to_the_trash() {
+    let mut e = with_trash();
+    let (f, _) = file_with_chunks(&mut e, ROOT, "f", 3);
+    link(&mut e, f, ROOT, "g", 5).unwrap();
+    unlink(&mut e, ROOT, "f", 6).unwrap();
+    assert!(trash_rows(&e).is_empty());
+    unlink(&mut e, ROOT, "g", 7).unwrap();
+    assert_eq!(trash_rows(&e), vec![(f, "/g".into(), 7, 3)]);
+    // Symlinks and special files are dropped as before.
+    symlink_at(&mut e, ROOT, "l", "target").unwrap();
+    mknod_at(&mut e, ROOT, "p", FileKind::Fifo, 0).unwrap();
+    unlink(&mut e, ROOT, "l", 8).unwrap();
+    unlink(&mut e, ROOT, "p", 8).unwrap();
+    assert_eq!(trash_rows(&e).len(), 1);
+    assert_eq!(e.counts().files, 0);
+    assert_eq!(e.counts().symlinks, 0);
+}
+
+#[test]
+fn replacing_rename_trashes_the_replaced_file() {
+    let mut e = with_trash();
+    let d = mkdir(&mut e, ROOT, "d");
+    let (old, hs) = file_with_chunks(&mut e, d, "out", 10);
+    let new_file = create(&mut e, ROOT, "tmp");
+    rename(&mut e, ROOT, "tmp", d, "out", 30).unwrap();
+    assert_eq!(e.lookup(d, "out").unwrap().inode, new_file);
+    assert_eq!(trash_rows(&e), vec![(old, "/d/out".into(), 30, 10)]);
+    assert!(e.chunk(hs[1]).is_some());
+    // The original path is taken now: restoring there fails, elsewhere works.
+    assert_eq!(restore(&mut e, old, None, 31), Err(FsError::AlreadyExists));
+    let a = attr(restore(&mut e, old, Some("/d/out.old"), 32));
+    assert_eq!((a.inode, a.nlink, a.size, a.ctime), (old, 1, 10, t(32)));
+    assert_eq!(e.resolve("/d/out.old").unwrap().inode, old);
+}
+
+#[test]
+fn paths_follow_renamed_and_exchanged_directories() {
+    let mut e = with_trash();
+    let a = mkdir(&mut e, ROOT, "a");
+    let b = mkdir(&mut e, ROOT, "b");
+    create(&mut e, a, "f");
+    create(&mut e, b, "g");
+    rename(&mut e, ROOT, "a", b, "moved", 5).unwrap();
+    unlink(&mut e, a, "f", 6).unwrap();
+    rename_flags(&mut e, ROOT, "b", ROOT, "c", RENAME_NOREPLACE, 7).unwrap();
+    let x = mkdir(&mut e, ROOT, "x");
+    rename_flags(&mut e, ROOT, "c", ROOT, "x", RENAME_EXCHANGE, 8).unwrap();
+    assert_eq!(e.lookup(ROOT, "c").unwrap().inode, x);
+    unlink(&mut e, b, "g", 9).unwrap();
+    let paths: Vec<String> = trash_rows(&e).into_iter().map(|r| r.1).collect();
+    assert_eq!(paths, vec!["/b/moved/f".to_string(), "/x/g".to_string()]);
+}
+
+#[test]
+fn an_orphan_goes_to_the_trash_when_its_last_hold_goes() {
+    let mut e = with_trash();
+    let (f, hs) = file_with_chunks(&mut e, ROOT, "f", 7);
+    let (g, _) = file_with_chunks(&mut e, ROOT, "g", 8);
+    hold(&mut e, f, 1, true).unwrap();
+    hold(&mut e, f, 2, true).unwrap();
+    hold(&mut e, g, 2, true).unwrap();
+    unlink(&mut e, ROOT, "f", 20).unwrap();
+    create(&mut e, ROOT, "h");
+    rename(&mut e, ROOT, "h", ROOT, "g", 21).unwrap();
+    // Orphans are not in the trash while held, and still count as files.
+    assert!(trash_rows(&e).is_empty());
+    assert_eq!(e.orphans(), vec![f, g]);
+    assert_eq!(e.counts().files, 3);
+    hold(&mut e, f, 1, false).unwrap();
+    assert!(trash_rows(&e).is_empty());
+    // The last hold: into the trash, with the path and time of the unlink.
+    hold(&mut e, f, 2, false).unwrap();
+    assert_eq!(trash_rows(&e), vec![(f, "/f".into(), 20, 7)]);
+    assert_eq!(e.getattr(f), Err(FsError::NotFound));
+    assert!(e.chunk(hs[0]).is_some());
+    // A client going away does the same.
+    apply(
+        &mut e,
+        Command::DropClientHolds {
+            client: ClientId(2),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        trash_rows(&e),
+        vec![(f, "/f".into(), 20, 7), (g, "/g".into(), 21, 8)]
+    );
+    assert_eq!(e.orphans(), Vec::<InodeId>::new());
+    assert_eq!(e.counts().files, 1);
+    assert_eq!(e.counts().trash_files, 2);
+}
+
+#[test]
+fn an_orphan_is_dropped_if_the_trash_was_turned_off_before_its_release() {
+    let mut e = with_trash();
+    let (f, hs) = file_with_chunks(&mut e, ROOT, "f", 7);
+    hold(&mut e, f, 1, true).unwrap();
+    unlink(&mut e, ROOT, "f", 20).unwrap();
+    apply(&mut e, Command::SetTrashRetention { ms: 0 }).unwrap();
+    hold(&mut e, f, 1, false).unwrap();
+    assert!(trash_rows(&e).is_empty());
+    assert_eq!(e.chunk(hs[0]), None);
+    assert_eq!(e.counts().chunks, 0);
+}
+
+#[test]
+fn restore_puts_a_file_back_where_it_was() {
+    let mut e = with_trash();
+    let d = mkdir(&mut e, ROOT, "d");
+    let (f, hs) = file_with_chunks(&mut e, d, "f", 2 * CS);
+    setx(&mut e, f, "user.k", b"v", XattrFlags::Either, 11).unwrap();
+    link(&mut e, f, d, "g", 12).unwrap();
+    let before = e.getattr(f).unwrap();
+    unlink(&mut e, d, "g", 13).unwrap();
+    unlink(&mut e, d, "f", 14).unwrap();
+    let a = attr(restore(&mut e, f, None, 15));
+    assert_eq!(a.inode, f);
+    assert_eq!((a.nlink, a.size, a.ctime), (1, 2 * CS, t(15)));
+    assert_eq!(
+        (a.mtime, a.mode, a.uid),
+        (before.mtime, before.mode, before.uid)
+    );
+    assert_eq!(e.resolve("/d/f").unwrap(), a);
+    assert_eq!(e.lookup(d, "g"), Err(FsError::NotFound));
+    assert_eq!(e.getattr(d).unwrap().mtime, t(15));
+    assert_eq!(
+        e.chunks(f, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|c| c.1)
+            .collect::<Vec<_>>(),
+        hs
+    );
+    assert_eq!(e.get_xattr(f, "user.k").unwrap(), b"v");
+    assert!(trash_rows(&e).is_empty());
+    assert_eq!(
+        e.counts(),
+        Counts {
+            files: 1,
+            directories: 2,
+            chunks: 2,
+            bytes: 2 * CS,
+            ..Counts::default()
+        }
+    );
+    // A restored file is an ordinary file: writable, and trashed again by unlink.
+    handle(alloc(&mut e, f, 2));
+    unlink(&mut e, d, "f", 16).unwrap();
+    assert_eq!(trash_rows(&e), vec![(f, "/d/f".into(), 16, 2 * CS)]);
+}
+
+#[test]
+fn restore_errors() {
+    let mut e = with_trash();
+    let d = mkdir(&mut e, ROOT, "d");
+    let f = create(&mut e, d, "f");
+    assert_eq!(
+        restore(&mut e, f, None, 5),
+        Err(FsError::NotFound),
+        "not trashed"
+    );
+    unlink(&mut e, d, "f", 6).unwrap();
+    rmdir(&mut e, ROOT, "d", 7).unwrap();
+    // The parent is gone.
+    assert_eq!(restore(&mut e, f, None, 8), Err(FsError::NotFound));
+    assert_eq!(
+        restore(&mut e, f, Some("/nope/f"), 8),
+        Err(FsError::NotFound)
+    );
+    assert_eq!(
+        restore(&mut e, InodeId(999), None, 8),
+        Err(FsError::NotFound)
+    );
+    // A path through a file, a taken name, the root, a bad path.
+    create(&mut e, ROOT, "file");
+    assert_eq!(
+        restore(&mut e, f, Some("/file/f"), 8),
+        Err(FsError::NotADirectory)
+    );
+    assert_eq!(
+        restore(&mut e, f, Some("/file"), 8),
+        Err(FsError::AlreadyExists)
+    );
+    assert!(restore(&mut e, f, Some("/"), 8).is_err());
+    assert!(restore(&mut e, f, Some("relative"), 8).is_err());
+    // Still in the trash after all that; a new parent works.
+    assert_eq!(trash_rows(&e).len(), 1);
+    mkdir(&mut e, ROOT, "d");
+    assert_eq!(attr(restore(&mut e, f, None, 9)).inode, f);
+}
+
+#[test]
+fn purge_drops_entries_deleted_before_a_time() {
+    let mut e = with_trash();
+    let mut handles = Vec::new();
+    for (i, time) in [(0, 30), (1, 10), (2, 20)] {
+        let (_, hs) = file_with_chunks(&mut e, ROOT, &format!("f{i}"), 100 + i);
+        unlink(&mut e, ROOT, &format!("f{i}"), time).unwrap();
+        handles.push(hs);
+    }
+    assert_eq!(e.oldest_trash(), Some(t(10)));
+    assert_eq!(e.trash_chunks(Some(t(20))), handles[1]);
+    // Strictly before: the entry deleted at 20 stays.
+    assert_eq!(purge(&mut e, Some(20)), 1);
+    assert_eq!(e.chunk(handles[1][0]), None);
+    assert!(e.chunk(handles[2][0]).is_some());
+    let left: Vec<i64> = trash_rows(&e).iter().map(|r| r.2).collect();
+    assert_eq!(left, vec![30, 20]);
+    assert_eq!(purge(&mut e, Some(20)), 0);
+    assert_eq!(purge(&mut e, Some(21)), 1);
+    assert_eq!(
+        e.counts(),
+        Counts {
+            directories: 1,
+            chunks: 2,
+            trash_files: 1,
+            trash_bytes: 100,
+            ..Counts::default()
+        }
+    );
+    // All.
+    assert_eq!(purge(&mut e, None), 1);
+    assert!(trash_rows(&e).is_empty());
+    assert_eq!(e.oldest_trash(), None);
+    assert_eq!(e.counts().chunks, 0);
+    for hs in &handles {
+        for h in hs {
+            assert_eq!(e.chunk(*h), None);
+            assert_eq!(e.goal_of_chunk(*h), None);
+        }
+    }
+}
+
+#[test]
+fn trash_listing_pages_in_inode_order() {
+    let mut e = with_trash();
+    let ids: Vec<InodeId> = (0..5)
+        .map(|i| create(&mut e, ROOT, &format!("f{i}")))
+        .collect();
+    for i in (0..5).rev() {
+        unlink(&mut e, ROOT, &format!("f{i}"), 10 + i).unwrap();
+    }
+    let (page, more) = e.trash(None, 2);
+    assert!(more);
+    assert_eq!(page.iter().map(|x| x.inode).collect::<Vec<_>>(), ids[..2]);
+    let (page, more) = e.trash(Some(ids[1]), 3);
+    assert!(!more);
+    assert_eq!(page.iter().map(|x| x.inode).collect::<Vec<_>>(), ids[2..]);
+}
+
+#[test]
+fn trash_commands_are_exactly_once() {
+    let mut e = with_trash();
+    let f = create(&mut e, ROOT, "f");
+    unlink(&mut e, ROOT, "f", 5).unwrap();
+    let r = Command::RestoreTrash {
+        op: op(4, 1),
+        inode: f,
+        path: None,
+        time: t(6),
+    };
+    let first = apply(&mut e, r.clone()).unwrap();
+    assert_eq!(
+        apply(&mut e, r),
+        Ok(first),
+        "a retried restore is not NotFound"
+    );
+    unlink(&mut e, ROOT, "f", 7).unwrap();
+    let p = Command::PurgeTrash {
+        op: op(4, 2),
+        before: None,
+    };
+    assert_eq!(apply(&mut e, p.clone()), Ok(Output::Count(1)));
+    assert_eq!(apply(&mut e, p), Ok(Output::Count(1)));
+    let g = Command::SetGoal {
+        op: op(4, 3),
+        inode: ROOT,
+        goal: 2,
+        recursive: false,
+    };
+    assert_eq!(apply(&mut e, g.clone()), Ok(Output::Count(1)));
+    assert_eq!(apply(&mut e, g), Ok(Output::Count(1)));
+}
+
+#[test]
+fn trash_survives_checkpoint_and_replay() {
+    let mut log = vec![Command::SetTrashRetention { ms: DAY_MS }];
+    let mk = |name: &str, time: i64| Command::Create {
+        op: op0(),
+        parent: ROOT,
+        name: name.into(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        exclusive: true,
+        time: t(time),
+    };
+    log.push(mk("a", 1));
+    log.push(mk("b", 2));
+    log.push(mk("c", 3));
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        log.push(Command::AllocateChunk {
+            inode: InodeId(2 + i as u64),
+            index: 0,
+            time: t(4),
+        });
+        log.push(Command::HoldOpen {
+            op: op0(),
+            inode: InodeId(2 + i as u64),
+            client: ClientId(1),
+            hold: i == 2,
+        });
+        log.push(Command::Unlink {
+            op: op0(),
+            parent: ROOT,
+            name: n.to_string(),
+            time: t(10 + i as i64),
+        });
+    }
+    log.push(Command::SetGoal {
+        op: op0(),
+        inode: ROOT,
+        goal: 1,
+        recursive: true,
+    });
+    log.push(Command::RestoreTrash {
+        op: op0(),
+        inode: InodeId(2),
+        path: Some("/back".into()),
+        time: t(20),
+    });
+    log.push(Command::PurgeTrash {
+        op: op0(),
+        before: Some(t(12)),
+    });
+    let mut a = new();
+    for cmd in &log {
+        apply(&mut a, cmd.clone()).unwrap();
+    }
+    // a restored at /back; b purged; c an orphan still held.
+    assert!(trash_rows(&a).is_empty());
+    assert_eq!(a.orphans(), vec![InodeId(4)]);
+    let bytes = postcard::to_stdvec(&a).unwrap();
+    let mut b: Engine = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(b, a);
+    let mut c = new();
+    for cmd in &log {
+        c.apply(cmd).unwrap();
+    }
+    assert_eq!(c, a);
+    assert_eq!(postcard::to_stdvec(&c).unwrap(), bytes);
+    // The orphan's trash record was kept through the checkpoint.
+    let release = Command::DropClientHolds {
+        client: ClientId(1),
+    };
+    apply(&mut b, release.clone()).unwrap();
+    apply(&mut c, release).unwrap();
+    assert_eq!(trash_rows(&b), vec![(InodeId(4), "/c".into(), 12, 0)]);
+    assert_eq!(b, c);
+}
+
+// ---------------------------------------------------------------- replication goals
+
+fn set_goal(e: &mut Engine, inode: InodeId, goal: u32, recursive: bool) -> Result<Output, FsError> {
+    apply(
+        e,
+        Command::SetGoal {
+            op: op0(),
+            inode,
+            goal,
+            recursive,
+        },
+    )
+}
+
+#[test]
+fn new_inodes_inherit_their_parents_goal() {
+    let mut e = Engine::new(CS, t(1)).with_root_goal(2);
+    e.check_invariants().unwrap();
+    assert_eq!(e.goal(ROOT), Ok(2));
+    assert_eq!(new().goal(ROOT), Ok(3));
+    assert_eq!(Engine::new(CS, t(1)).with_root_goal(0).goal(ROOT), Ok(1));
+    assert_eq!(
+        Engine::new(CS, t(1)).with_root_goal(999).goal(ROOT),
+        Ok(255)
+    );
+    let d = mkdir(&mut e, ROOT, "d");
+    assert_eq!(e.goal(d), Ok(2));
+    set_goal(&mut e, d, 5, false).unwrap();
+    let f = create(&mut e, d, "f");
+    let sub = mkdir(&mut e, d, "sub");
+    let l = attr(symlink_at(&mut e, d, "l", "x")).inode;
+    assert_eq!((e.goal(f), e.goal(sub), e.goal(l)), (Ok(5), Ok(5), Ok(5)));
+    let h = handle(alloc(&mut e, f, 0));
+    assert_eq!(e.goal_of_chunk(h), Some(5));
+    assert_eq!(e.goal_of_chunk(ChunkHandle(12345)), None);
+    // A link or a rename keeps the inode's own goal.
+    link(&mut e, f, ROOT, "f2", 5).unwrap();
+    rename(&mut e, d, "sub", ROOT, "sub", 6).unwrap();
+    assert_eq!((e.goal(f), e.goal(sub)), (Ok(5), Ok(5)));
+    assert_eq!(e.goal(InodeId(999)), Err(FsError::NotFound));
+}
+
+#[test]
+fn set_goal_on_a_directory_alone_or_its_subtree() {
+    let mut e = new();
+    let d = mkdir(&mut e, ROOT, "d");
+    let sub = mkdir(&mut e, d, "sub");
+    let f = create(&mut e, d, "f");
+    let g = create(&mut e, sub, "g");
+    let outside = create(&mut e, ROOT, "outside");
+    // Without -r: the directory only.
+    assert_eq!(set_goal(&mut e, d, 2, false), Ok(Output::Count(1)));
+    assert_eq!([d, sub, f, g].map(|i| e.goal(i).unwrap()), [2, 3, 3, 3]);
+    // With -r: everything below, nothing outside; the count is of inodes that changed.
+    assert_eq!(set_goal(&mut e, d, 2, true), Ok(Output::Count(3)));
+    assert_eq!([d, sub, f, g].map(|i| e.goal(i).unwrap()), [2, 2, 2, 2]);
+    assert_eq!(e.goal(outside), Ok(3));
+    assert_eq!(set_goal(&mut e, d, 2, true), Ok(Output::Count(0)));
+    // On a file, -r or not.
+    assert_eq!(set_goal(&mut e, g, 7, true), Ok(Output::Count(1)));
+    assert_eq!(e.goal(g), Ok(7));
+    // A trashed file keeps its goal, and so do its chunks.
+    apply(&mut e, Command::SetTrashRetention { ms: DAY_MS }).unwrap();
+    let h = handle(alloc(&mut e, g, 0));
+    unlink(&mut e, sub, "g", 9).unwrap();
+    assert_eq!(e.goal_of_chunk(h), Some(7));
+    assert_eq!(e.goal(g), Err(FsError::NotFound));
+    attr(restore(&mut e, g, None, 10));
+    assert_eq!(e.goal(g), Ok(7));
+}
+
+#[test]
+fn set_goal_validates() {
+    let mut e = new();
+    assert!(invalid(set_goal(&mut e, ROOT, 0, false)));
+    assert!(invalid(set_goal(&mut e, ROOT, 256, true)));
+    assert_eq!(
+        set_goal(&mut e, InodeId(99), 2, false),
+        Err(FsError::NotFound)
+    );
+    assert_eq!(set_goal(&mut e, ROOT, 255, false), Ok(Output::Count(1)));
+}
+
 // ---------------------------------------------------------------- property tests
 
 /// Small name space so that collisions happen.
@@ -2110,6 +2671,13 @@ enum PathOp {
     /// Release by inode number (orphans have no path).
     Release(u64, u64),
     DropClient(u64),
+    /// Turn the trash on or off.
+    Trash(bool),
+    /// Restore the n-th trash entry (modulo their number), to its own path or a given one.
+    Restore(usize, Option<Vec<usize>>),
+    /// Purge entries deleted before step N (all if `None`).
+    Purge(Option<i64>),
+    SetGoal(Vec<usize>, u32, bool),
 }
 
 fn path_strategy() -> impl Strategy<Value = Vec<usize>> {
@@ -2138,6 +2706,10 @@ fn op_strategy() -> impl Strategy<Value = PathOp> {
         2 => (path_strategy(), 1..4u64).prop_map(|(p, c)| PathOp::Hold(p, c)),
         2 => (2..30u64, 1..4u64).prop_map(|(i, c)| PathOp::Release(i, c)),
         1 => (1..4u64).prop_map(PathOp::DropClient),
+        1 => any::<bool>().prop_map(PathOp::Trash),
+        2 => (0..8usize, prop::option::of(path_strategy())).prop_map(|(i, p)| PathOp::Restore(i, p)),
+        1 => prop::option::of(0..80i64).prop_map(PathOp::Purge),
+        1 => (path_strategy(), 0..5u32, any::<bool>()).prop_map(|(p, g, r)| PathOp::SetGoal(p, g, r)),
     ]
 }
 
@@ -2328,6 +2900,30 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
         PathOp::DropClient(c) => Command::DropClientHolds {
             client: ClientId(*c),
         },
+        PathOp::Trash(on) => Command::SetTrashRetention {
+            ms: if *on { 1000 } else { 0 },
+        },
+        PathOp::Restore(i, p) => Command::RestoreTrash {
+            op: o0,
+            inode: {
+                let (trash, _) = e.trash(None, u32::MAX);
+                trash
+                    .get(i % trash.len().max(1))
+                    .map_or(InodeId(u64::MAX), |x| x.inode)
+            },
+            path: p.as_deref().map(path_str),
+            time,
+        },
+        PathOp::Purge(before) => Command::PurgeTrash {
+            op: o0,
+            before: before.map(|b| t(100 + b)),
+        },
+        PathOp::SetGoal(p, goal, recursive) => Command::SetGoal {
+            op: o0,
+            inode: target(p),
+            goal: *goal,
+            recursive: *recursive,
+        },
     }
 }
 
@@ -2390,6 +2986,15 @@ fn snapshot(e: &Engine) -> BTreeMap<String, Node> {
         (dirs.len() + names.len() + e.orphans().len()) as u64 + 1,
         "every inode reachable or an orphan"
     );
+    // Trashed files are out of the namespace.
+    let (trash, more) = e.trash(None, u32::MAX);
+    assert!(!more);
+    for x in &trash {
+        assert_eq!(e.getattr(x.inode), Err(FsError::NotFound));
+        assert!(!names.contains_key(&x.inode));
+    }
+    assert_eq!(trash.len() as u64, c.trash_files);
+    assert_eq!(trash.iter().map(|x| x.size).sum::<u64>(), c.trash_bytes);
     out
 }
 
@@ -2583,6 +3188,93 @@ fn ns_op_strategy() -> impl Strategy<Value = PathOp> {
     ]
 }
 
+/// Apply `ops` (the trash on if `trash`) checking the invariants after each; restore a postcard
+/// checkpoint at `cut` and apply the rest to it too; replay everything on a fresh engine: all
+/// three must agree, byte for byte. Then every client goes away: no orphan is left.
+fn replay_check(ops: &[PathOp], cut: usize, trash: bool) -> Result<(), TestCaseError> {
+    let cut = cut % ops.len();
+    let start = |e: &mut Engine| {
+        if trash {
+            e.apply(&Command::SetTrashRetention { ms: 1000 }).unwrap();
+        }
+    };
+    let mut a = new();
+    start(&mut a);
+    let mut log = Vec::new();
+    let mut b: Option<Engine> = None;
+    for (i, o) in ops.iter().enumerate() {
+        if i == cut {
+            let bytes = postcard::to_stdvec(&a).unwrap();
+            let restored: Engine = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(&restored, &a);
+            b = Some(restored);
+        }
+        let cmd = to_command(&a, o, i as i64);
+        let before = a.clone();
+        let ra = a.apply(&cmd);
+        if ra.is_err() {
+            prop_assert_eq!(&a, &before, "failed command changed state");
+        }
+        a.check_invariants().map_err(TestCaseError::fail)?;
+        if let Some(b) = b.as_mut() {
+            prop_assert_eq!(b.apply(&cmd), ra.clone());
+        }
+        log.push(cmd);
+    }
+    let b = b.unwrap();
+    prop_assert_eq!(&a, &b);
+    prop_assert_eq!(
+        postcard::to_stdvec(&a).unwrap(),
+        postcard::to_stdvec(&b).unwrap()
+    );
+    // Replaying the whole log on a fresh engine gives the same state.
+    let mut c = new();
+    start(&mut c);
+    for cmd in &log {
+        let _ = c.apply(cmd);
+    }
+    prop_assert_eq!(&a, &c);
+    snapshot(&a);
+    // Every client going away leaves no orphan behind.
+    for client in 1..4 {
+        a.apply(&Command::DropClientHolds {
+            client: ClientId(client),
+        })
+        .unwrap();
+    }
+    a.check_invariants().map_err(TestCaseError::fail)?;
+    prop_assert_eq!(a.orphans(), Vec::<InodeId>::new());
+    snapshot(&a);
+    Ok(())
+}
+
+/// One name in the root.
+fn flat() -> impl Strategy<Value = Vec<usize>> {
+    (0..NAMES.len()).prop_map(|i| vec![i])
+}
+
+fn trash_op_strategy() -> impl Strategy<Value = PathOp> {
+    prop_oneof![
+        3 => (flat(), any::<bool>()).prop_map(|(p, x)| PathOp::Create(p, x)),
+        3 => flat().prop_map(PathOp::Unlink),
+        2 => (flat(), flat()).prop_map(|(a, b)| PathOp::Rename(a, b)),
+        1 => (flat(), flat()).prop_map(|(a, b)| PathOp::Link(a, b)),
+        1 => flat().prop_map(PathOp::Symlink),
+        2 => (flat(), 0..3u64).prop_map(|(p, i)| PathOp::Alloc(p, i)),
+        1 => (flat(), 0..3 * CS).prop_map(|(p, s)| PathOp::Commit(p, s)),
+        1 => (flat(), 0..3 * CS).prop_map(|(p, s)| PathOp::SetSize(p, s)),
+        1 => (1..20u64).prop_map(PathOp::Bump),
+        2 => (flat(), 1..3u64).prop_map(|(p, c)| PathOp::Hold(p, c)),
+        2 => (2..40u64, 1..3u64).prop_map(|(i, c)| PathOp::Release(i, c)),
+        1 => (1..3u64).prop_map(PathOp::DropClient),
+        3 => (0..8usize, prop::option::of(flat())).prop_map(|(i, p)| PathOp::Restore(i, p)),
+        1 => prop::option::of(0..80i64).prop_map(PathOp::Purge),
+        1 => (flat(), 0..4u32, any::<bool>()).prop_map(|(p, g, r)| PathOp::SetGoal(p, g, r)),
+        1 => any::<bool>().prop_map(PathOp::Trash),
+        1 => (1..3u64, 1..6u64).prop_map(|(c, s)| PathOp::ClientRetry(c, s)),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -2592,54 +3284,33 @@ proptest! {
     fn prop_deterministic_and_checkpoint_round_trip(
         ops in prop::collection::vec(op_strategy(), 1..80),
         cut in 0usize..80,
+        trash in any::<bool>(),
     ) {
-        let cut = cut % ops.len();
-        let mut a = new();
-        let mut log = Vec::new();
-        let mut b: Option<Engine> = None;
-        for (i, o) in ops.iter().enumerate() {
-            if i == cut {
-                let bytes = postcard::to_stdvec(&a).unwrap();
-                let restored: Engine = postcard::from_bytes(&bytes).unwrap();
-                prop_assert_eq!(&restored, &a);
-                b = Some(restored);
-            }
-            let cmd = to_command(&a, o, i as i64);
-            let before = a.clone();
-            let ra = a.apply(&cmd);
-            if ra.is_err() {
-                prop_assert_eq!(&a, &before, "failed command changed state");
-            }
-            a.check_invariants().map_err(TestCaseError::fail)?;
-            if let Some(b) = b.as_mut() {
-                prop_assert_eq!(b.apply(&cmd), ra.clone());
-            }
-            log.push(cmd);
-        }
-        let b = b.unwrap();
-        prop_assert_eq!(&a, &b);
-        prop_assert_eq!(postcard::to_stdvec(&a).unwrap(), postcard::to_stdvec(&b).unwrap());
-        // Replaying the whole log on a fresh engine gives the same state.
-        let mut c = new();
-        for cmd in &log {
-            let _ = c.apply(cmd);
-        }
-        prop_assert_eq!(&a, &c);
-        snapshot(&a);
-        // Every client going away leaves no orphan behind.
-        for client in 1..4 {
-            a.apply(&Command::DropClientHolds { client: ClientId(client) }).unwrap();
-        }
-        a.check_invariants().map_err(TestCaseError::fail)?;
-        prop_assert_eq!(a.orphans(), Vec::<InodeId>::new());
-        snapshot(&a);
+        replay_check(&ops, cut, trash)?;
+    }
+
+    /// The same with a flat namespace where files come and go, are held, trashed, restored
+    /// and purged often.
+    #[test]
+    fn prop_trash_deterministic_and_checkpoint_round_trip(
+        ops in prop::collection::vec(trash_op_strategy(), 1..80),
+        cut in 0usize..80,
+    ) {
+        replay_check(&ops, cut, true)?;
     }
 
     /// The engine agrees with a path-map model on success/failure, on the resulting tree and on
     /// which paths are hard links of one inode.
     #[test]
-    fn prop_matches_model(ops in prop::collection::vec(ns_op_strategy(), 1..100)) {
+    fn prop_matches_model(
+        ops in prop::collection::vec(ns_op_strategy(), 1..100),
+        trash in any::<bool>(),
+    ) {
+        // The trash changes nothing the namespace shows.
         let mut e = new();
+        if trash {
+            e.apply(&Command::SetTrashRetention { ms: 1000 }).unwrap();
+        }
         let mut m = Model::default();
         for (i, o) in ops.iter().enumerate() {
             let cmd = to_command(&e, o, i as i64);

@@ -445,3 +445,60 @@ fn chunk_size_mismatch_is_an_error() {
     drop(open(d.path()).unwrap());
     assert!(OpLog::open(d.path(), CS * 2, t(1)).is_err());
 }
+
+/// Log records written before the trash commands existed still decode to the same commands:
+/// postcard tags a variant by its position, so new variants only ever go at the end.
+#[test]
+fn older_record_payloads_still_decode_and_new_variants_come_last() {
+    use quarry_proto::{ClientId, OpId};
+    let unlink = Command::Unlink {
+        op: OpId {
+            client: ClientId(7),
+            seq: 9,
+        },
+        parent: InodeId::ROOT,
+        name: "f".into(),
+        time: t(5),
+    };
+    let old_unlink: &[u8] = &[3, 7, 9, 1, 1, b'f', 10, 0];
+    assert_eq!(postcard::from_bytes::<Command>(old_unlink).unwrap(), unlink);
+    let old_put: &[u8] = &[17, 1, b'k', 0];
+    assert_eq!(
+        postcard::from_bytes::<Command>(old_put).unwrap(),
+        Command::PutRecord {
+            key: "k".into(),
+            value: None
+        }
+    );
+    let tag = |c: &Command| postcard::to_stdvec(c).unwrap()[0];
+    assert_eq!(tag(&Command::SetTrashRetention { ms: 1 }), 18);
+    assert_eq!(
+        tag(&Command::PurgeTrash {
+            op: OpId::default(),
+            before: None
+        }),
+        20
+    );
+    assert_eq!(
+        tag(&Command::SetGoal {
+            op: OpId::default(),
+            inode: InodeId::ROOT,
+            goal: 2,
+            recursive: false
+        }),
+        21
+    );
+}
+
+/// A fresh log takes its engine from `open_with` (the master gives the root its goal), and
+/// checkpoint 0 pins it: a later open with another fresh engine changes nothing.
+#[test]
+fn open_with_pins_the_fresh_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, e, _) =
+        OpLog::open_with(dir.path(), || Engine::new(CS, t(1)).with_root_goal(2)).unwrap();
+    assert_eq!(e.goal(InodeId::ROOT), Ok(2));
+    let (_, e, _) =
+        OpLog::open_with(dir.path(), || Engine::new(CS, t(1)).with_root_goal(5)).unwrap();
+    assert_eq!(e.goal(InodeId::ROOT), Ok(2));
+}

@@ -22,9 +22,14 @@ fn op() -> OpId {
 }
 
 fn start(dir: &std::path::Path) -> (Master, RpcClient) {
+    start_with(dir, |_| {})
+}
+
+fn start_with(dir: &std::path::Path, tune: impl FnOnce(&mut MasterConfig)) -> (Master, RpcClient) {
     let net = MemNetwork::new(3);
     let mut config = MasterConfig::new(dir.to_path_buf());
     config.chunk_size = 1024;
+    tune(&mut config);
     let master = Master::open(config).unwrap();
     let mut router = Router::new();
     master.routes(&mut router);
@@ -260,5 +265,179 @@ async fn new_namespace_rpcs_are_routed() {
         c.call(M, &GetAttr { inode: g.inode }).await,
         Err(FsError::NotFound)
     );
+    master.shutdown().await;
+}
+
+async fn create(c: &RpcClient, parent: InodeId, name: &str) -> quarry_proto::Attr {
+    c.call(
+        M,
+        &Create {
+            op: op(),
+            parent,
+            name: name.into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            exclusive: true,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn unlink(c: &RpcClient, parent: InodeId, name: &str) {
+    c.call(
+        M,
+        &Unlink {
+            op: op(),
+            parent,
+            name: name.into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn trash(c: &RpcClient) -> ListTrashReply {
+    c.call(
+        M,
+        &ListTrash {
+            after: None,
+            limit: 100,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn trash_and_goal_rpcs_and_the_retention_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, c) = start_with(dir.path(), |cfg| {
+        cfg.trash_retention_ms = 3_600_000;
+        cfg.replication = 2;
+    });
+    // The root starts at the configured replication; children inherit.
+    assert_eq!(c.call(M, &GetGoal { inode: ROOT }).await.unwrap(), 2);
+    let d = c
+        .call(
+            M,
+            &Mkdir {
+                op: op(),
+                parent: ROOT,
+                name: "d".into(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let f = create(&c, d.inode, "f").await;
+    assert_eq!(c.call(M, &GetGoal { inode: f.inode }).await.unwrap(), 2);
+    let set = SetGoal {
+        op: op(),
+        inode: d.inode,
+        goal: 4,
+        recursive: true,
+    };
+    assert_eq!(c.call(M, &set).await.unwrap(), 2);
+    assert_eq!(
+        c.call(M, &set).await.unwrap(),
+        2,
+        "a retry gets the same answer"
+    );
+    assert_eq!(c.call(M, &GetGoal { inode: f.inode }).await.unwrap(), 4);
+    let bad = SetGoal {
+        op: op(),
+        inode: d.inode,
+        goal: 0,
+        recursive: false,
+    };
+    assert!(matches!(
+        c.call(M, &bad).await,
+        Err(FsError::InvalidArgument(_))
+    ));
+
+    // Unlink: into the trash; restore; unlink again; purge.
+    unlink(&c, d.inode, "f").await;
+    let t = trash(&c).await;
+    assert_eq!(t.retention_ms, 3_600_000);
+    assert_eq!(t.entries.len(), 1);
+    assert_eq!(
+        (t.entries[0].inode, t.entries[0].path.as_str()),
+        (f.inode, "/d/f")
+    );
+    let fs = c.call(M, &StatFs {}).await.unwrap();
+    assert_eq!((fs.trash_files, fs.files), (1, 2));
+    let back = c
+        .call(
+            M,
+            &RestoreTrash {
+                op: op(),
+                inode: f.inode,
+                path: Some("/g".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((back.inode, back.nlink), (f.inode, 1));
+    assert_eq!(
+        c.call(
+            M,
+            &Lookup {
+                parent: ROOT,
+                name: "g".into()
+            }
+        )
+        .await
+        .unwrap()
+        .inode,
+        f.inode
+    );
+    unlink(&c, ROOT, "g").await;
+    // Expired: nothing is an hour old.
+    let expired = PurgeTrash {
+        op: op(),
+        which: PurgeWhich::Expired,
+    };
+    assert_eq!(c.call(M, &expired).await.unwrap(), 0);
+    let all = PurgeTrash {
+        op: op(),
+        which: PurgeWhich::All,
+    };
+    assert_eq!(c.call(M, &all).await.unwrap(), 1);
+    assert!(trash(&c).await.entries.is_empty());
+    let missing = RestoreTrash {
+        op: op(),
+        inode: f.inode,
+        path: None,
+    };
+    assert_eq!(c.call(M, &missing).await, Err(FsError::NotFound));
+
+    // Something left in the trash, then a restart without a trash: the retention in the state
+    // follows the configuration, and the purge loop empties the trash.
+    create(&c, d.inode, "h").await;
+    unlink(&c, d.inode, "h").await;
+    master.shutdown().await;
+    drop((master, c));
+    let (master, c) = start_with(dir.path(), |cfg| cfg.replication = 5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = trash(&c).await;
+        assert_eq!(t.retention_ms, 0);
+        if t.entries.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "trash not purged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The root kept the goal it was created with; the rest kept theirs.
+    assert_eq!(c.call(M, &GetGoal { inode: ROOT }).await.unwrap(), 2);
+    assert_eq!(c.call(M, &GetGoal { inode: d.inode }).await.unwrap(), 4);
+    // Without a trash, unlink drops at once.
+    create(&c, ROOT, "x").await;
+    unlink(&c, ROOT, "x").await;
+    assert!(trash(&c).await.entries.is_empty());
     master.shutdown().await;
 }

@@ -98,12 +98,18 @@ pub enum Method {
     ReportTask = 64,
     // MapReduce workers (hosted by chunkservers)
     FetchPartition = 65,
+    // master: trash and replication goals
+    ListTrash = 80,
+    RestoreTrash = 81,
+    PurgeTrash = 82,
+    SetGoal = 83,
+    GetGoal = 84,
 }
 
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 39] = [
+        const ALL: [Method; 44] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -143,6 +149,11 @@ impl Method {
             WorkerPoll,
             ReportTask,
             FetchPartition,
+            ListTrash,
+            RestoreTrash,
+            PurgeTrash,
+            SetGoal,
+            GetGoal,
         ];
         ALL.into_iter().find(|m| *m as u16 == v)
     }
@@ -201,7 +212,9 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 39, "every method is listed once");
+        assert_eq!(n, 44, "every method is listed once");
+        assert_eq!(Method::from_u16(80), Some(Method::ListTrash));
+        assert_eq!(Method::from_u16(84), Some(Method::GetGoal));
     }
 
     #[test]

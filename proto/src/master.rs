@@ -245,6 +245,9 @@ pub struct StatFsReply {
     pub used_bytes: u64,
     pub available_bytes: u64,
     pub files: u64,
+    /// Files in the trash and the sum of their sizes (not counted in `files`).
+    pub trash_files: u64,
+    pub trash_bytes: u64,
 }
 rpc!(StatFs => StatFsReply, StatFs, [Client, Master]);
 
@@ -327,7 +330,11 @@ pub struct MasterStatus {
     pub log_index: u64,
     pub files: u64,
     pub directories: u64,
+    /// Every chunk in the chunk table, those of trashed files included.
     pub chunks: u64,
+    /// Files in the trash (not counted in `files`) and the sum of their sizes.
+    pub trash_files: u64,
+    pub trash_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,3 +363,86 @@ pub struct ClusterStatusReply {
     pub corrupt_reports: u64,
 }
 rpc!(ClusterStatus => ClusterStatusReply, ClusterStatus, [Client, Master, Chunkserver]);
+
+/// One file in the trash: a regular file whose last name went while the master keeps a trash
+/// (its storage is reclaimed when the entry is purged).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    /// Its inode number, kept while it is in the trash; the id `RestoreTrash` takes.
+    pub inode: InodeId,
+    /// The path of its last name when that went.
+    pub path: String,
+    /// When its last name went (the unlink or replacing rename).
+    pub deleted: Timestamp,
+    pub size: u64,
+    pub chunks: u64,
+}
+
+/// One page of the trash in inode order, starting after `after`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListTrash {
+    pub after: Option<InodeId>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListTrashReply {
+    pub entries: Vec<TrashEntry>,
+    /// More entries follow the last one returned.
+    pub more: bool,
+    /// The master's trash retention (0: deleted files are not kept).
+    pub retention_ms: u64,
+}
+rpc!(ListTrash => ListTrashReply, ListTrash, [Client, Master]);
+
+/// Give a trashed file a name again: `path`, or the path it had if `None`. `NotFound` if it is
+/// not in the trash or the parent directory does not exist, `AlreadyExists` if the name is
+/// taken. Returns its attributes (nlink 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreTrash {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub path: Option<String>,
+}
+rpc!(RestoreTrash => Attr, RestoreTrash, [Client, Master]);
+
+/// Which trashed files a [`PurgeTrash`] drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PurgeWhich {
+    /// Every one.
+    All,
+    /// Those deleted longer ago than the master's retention (what its purge loop drops).
+    Expired,
+    /// Those deleted before this time.
+    DeletedBefore(Timestamp),
+}
+
+/// Drop trashed files now, with their chunks (deleted from the chunkservers through their
+/// heartbeats). Returns how many were dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeTrash {
+    pub op: OpId,
+    pub which: PurgeWhich,
+}
+rpc!(PurgeTrash => u64, PurgeTrash, [Client, Master]);
+
+/// Set the replication goal (1..=255, else `InvalidArgument`) of an inode. On a directory
+/// without `recursive` it is the directory's own goal, which its new children inherit; with
+/// `recursive`, every inode in its subtree gets it. New chunks get as many replicas as their
+/// file's goal; existing chunks are re-replicated by the master, not by this call. Returns how
+/// many inodes changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetGoal {
+    pub op: OpId,
+    pub inode: InodeId,
+    pub goal: u32,
+    pub recursive: bool,
+}
+rpc!(SetGoal => u64, SetGoal, [Client, Master]);
+
+/// The replication goal of an inode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetGoal {
+    pub inode: InodeId,
+}
+rpc!(GetGoal => u32, GetGoal, [Client, Master]);

@@ -40,6 +40,8 @@ pub struct Options {
     pub worker_slots: u32,
     /// MapReduce test hook: each attempt first sleeps this long.
     pub task_delay_ms: u64,
+    /// How long deleted files stay in the master's trash (0, the library default: no trash).
+    pub trash_retention_ms: u64,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             worker_timeout_ms: 3_000,
             worker_slots: 2,
             task_delay_ms: 0,
+            trash_retention_ms: 0,
         }
     }
 }
@@ -70,6 +73,11 @@ impl Options {
         self
     }
 
+    pub fn trash_retention_ms(mut self, ms: u64) -> Self {
+        self.trash_retention_ms = ms;
+        self
+    }
+
     fn master_config(&self, dir: PathBuf) -> MasterConfig {
         let mut c = MasterConfig::new(dir);
         c.chunk_size = self.chunk_size;
@@ -77,6 +85,7 @@ impl Options {
         c.lease_duration_ms = self.lease_ms;
         c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
+        c.trash_retention_ms = self.trash_retention_ms;
         c
     }
 
@@ -108,6 +117,7 @@ impl Options {
             format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
             format!("--heartbeat-ms={}", self.heartbeat_ms),
             format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
+            format!("--trash-retention-ms={}", self.trash_retention_ms),
             format!("--mr-worker-timeout-ms={}", self.worker_timeout_ms),
             format!("--mr-slots={}", self.worker_slots),
             format!("--mr-task-delay-ms={}", self.task_delay_ms),
