@@ -98,12 +98,16 @@ pub enum Method {
     ReportTask = 64,
     // MapReduce workers (hosted by chunkservers)
     FetchPartition = 65,
+    // chunk lifecycle: re-replication (chunkserver) and health reports (master)
+    CloneChunk = 70,
+    Fsck = 71,
+    FileInfo = 72,
 }
 
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 39] = [
+        const ALL: [Method; 42] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -143,6 +147,9 @@ impl Method {
             WorkerPoll,
             ReportTask,
             FetchPartition,
+            CloneChunk,
+            Fsck,
+            FileInfo,
         ];
         ALL.into_iter().find(|m| *m as u16 == v)
     }
@@ -201,7 +208,8 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 39, "every method is listed once");
+        assert_eq!(Method::from_u16(70), Some(Method::CloneChunk));
+        assert_eq!(n, 42, "every method is listed once");
     }
 
     #[test]
