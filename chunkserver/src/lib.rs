@@ -9,4 +9,4 @@ pub mod service;
 pub mod store;
 
 pub use node::ChunkserverNode;
-pub use service::{Chunkserver, ChunkserverConfig};
+pub use service::{Chunkserver, ChunkserverConfig, ScrubStats};

@@ -69,6 +69,10 @@ impl ChunkserverNode {
         self.server.store()
     }
 
+    pub fn scrub_stats(&self) -> crate::ScrubStats {
+        self.server.scrub_stats()
+    }
+
     /// An RPC client on this node's endpoint (calls carry the chunkserver's identity).
     pub fn rpc(&self) -> RpcClient {
         RpcClient::new(self.quic.transport())

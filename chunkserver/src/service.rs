@@ -1,6 +1,8 @@
 //! The chunkserver's runtime: serves data pushes (forwarding down the replica chain while
 //! receiving), ordered mutations as primary or secondary, verified reads and version bumps, and
-//! sends heartbeats with chunk reports to the master.
+//! sends heartbeats with chunk reports to the master. It clones chunks from peers when the master
+//! re-replicates ([`CloneChunk`]) and scrubs idle chunks in the background, reporting checksum
+//! mismatches to the master.
 //!
 //! Chunk bytes live behind [`ChunkStore`]; its calls block, so they run on the blocking pool.
 
@@ -29,6 +31,11 @@ pub struct ChunkserverConfig {
     pub push_buffer_ttl_ms: u64,
     /// Timeout of calls to peers and the master (forwarding, applying at secondaries).
     pub rpc_timeout_ms: u64,
+    /// Scrubbing: verify the checksums of idle chunks at this many bytes per second (0: off).
+    /// After a full pass over the chunks, the next pass starts.
+    pub scrub_bytes_per_sec: u64,
+    /// Scrubbing skips chunks written (or created) less than this long ago.
+    pub scrub_idle_ms: u64,
 }
 
 impl ChunkserverConfig {
@@ -41,8 +48,26 @@ impl ChunkserverConfig {
             push_buffer_bytes: 1 << 30,
             push_buffer_ttl_ms: 120_000,
             rpc_timeout_ms: 10_000,
+            scrub_bytes_per_sec: 16 << 20,
+            scrub_idle_ms: 60_000,
         }
     }
+}
+
+/// Bytes per `ReadChunk` of a clone, and per verified read of the scrubber.
+const CLONE_PIECE_BYTES: u64 = 4 << 20;
+const SCRUB_PIECE_BYTES: u64 = 1 << 20;
+/// The scrubber reports a corrupt chunk again after this long if it is still there.
+const SCRUB_REREPORT: Duration = Duration::from_secs(300);
+
+/// What the scrubber has done since the chunkserver started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScrubStats {
+    /// Full passes over the chunks that were idle.
+    pub passes: u64,
+    pub bytes: u64,
+    /// Chunks found corrupt (each reported to the master).
+    pub mismatches: u64,
 }
 
 /// Read or create the persistent node id in `dir/node_id`.
@@ -135,6 +160,15 @@ struct Inner {
     active: AtomicU32,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// When each chunk was last written, truncated, created or cloned (since this start): the
+    /// scrubber leaves recently written chunks alone.
+    written: Mutex<HashMap<ChunkHandle, Instant>>,
+    /// Chunks being cloned here now, and when recent clones completed. A delete order that may
+    /// predate a clone (its heartbeat was sent before the clone completed) is skipped: the
+    /// master judges the new copy from the next report instead.
+    cloning: Mutex<HashMap<ChunkHandle, u32>>,
+    cloned_at: Mutex<HashMap<ChunkHandle, Instant>>,
+    scrub: Mutex<ScrubStats>,
 }
 
 /// Counts a request in flight for the load figure of heartbeats.
@@ -174,6 +208,10 @@ impl Chunkserver {
                 active: AtomicU32::new(0),
                 bytes_read: AtomicU64::new(0),
                 bytes_written: AtomicU64::new(0),
+                written: Mutex::new(HashMap::new()),
+                cloning: Mutex::new(HashMap::new()),
+                cloned_at: Mutex::new(HashMap::new()),
+                scrub: Mutex::new(ScrubStats::default()),
             }),
         }
     }
@@ -202,15 +240,56 @@ impl Chunkserver {
         route!(ReadChunk, read_chunk);
         route!(BumpVersion, bump_version);
         route!(ChunkserverPing, ping);
+        route!(CloneChunk, clone_chunk);
     }
 
-    /// Start heartbeating; `addr` is how peers reach this server. Runs until the returned handle
-    /// is aborted.
+    /// Start heartbeating and scrubbing; `addr` is how peers reach this server. Runs until the
+    /// returned handle is aborted.
     pub fn start(&self, rpc: RpcClient, addr: String) -> tokio::task::JoinHandle<()> {
         *self.inner.rpc.lock().unwrap() = Some(rpc);
         *self.inner.addr.lock().unwrap() = addr;
         let inner = self.inner.clone();
-        tokio::spawn(async move { inner.heartbeat_loop().await })
+        tokio::spawn(async move {
+            let scrubber = tokio::spawn(inner.clone().scrub_loop());
+            // Aborting this task drops the guard, which stops the scrubber too.
+            struct AbortOnDrop(tokio::task::JoinHandle<()>);
+            impl Drop for AbortOnDrop {
+                fn drop(&mut self) {
+                    self.0.abort();
+                }
+            }
+            let _scrubber = AbortOnDrop(scrubber);
+            inner.heartbeat_loop().await
+        })
+    }
+
+    pub fn scrub_stats(&self) -> ScrubStats {
+        *self.inner.scrub.lock().unwrap()
+    }
+}
+
+/// Marks a chunk as being cloned while alive.
+struct CloningGuard<'a> {
+    inner: &'a Inner,
+    handle: ChunkHandle,
+}
+
+impl<'a> CloningGuard<'a> {
+    fn new(inner: &'a Inner, handle: ChunkHandle) -> Self {
+        *inner.cloning.lock().unwrap().entry(handle).or_insert(0) += 1;
+        CloningGuard { inner, handle }
+    }
+}
+
+impl Drop for CloningGuard<'_> {
+    fn drop(&mut self) {
+        let mut cloning = self.inner.cloning.lock().unwrap();
+        if let Some(n) = cloning.get_mut(&self.handle) {
+            *n -= 1;
+            if *n == 0 {
+                cloning.remove(&self.handle);
+            }
+        }
     }
 }
 
@@ -328,6 +407,13 @@ impl Inner {
         Ok(())
     }
 
+    /// Remember a write for the scrubber (which prunes the map; nothing to keep without it).
+    fn note_written(&self, handle: ChunkHandle) {
+        if self.config.scrub_bytes_per_sec > 0 {
+            self.written.lock().unwrap().insert(handle, Instant::now());
+        }
+    }
+
     /// Apply one resolved mutation to the local store (durable on return).
     async fn apply_local(
         &self,
@@ -336,6 +422,7 @@ impl Inner {
         mutation: &Mutation,
     ) -> Result<u64, FsError> {
         let store = self.store.clone();
+        self.note_written(handle);
         match *mutation {
             Mutation::Write {
                 offset,
@@ -569,6 +656,9 @@ impl Inner {
                 None => Err(FsError::ChunkNotFound(handle.0)),
             })
             .await?;
+            if create {
+                self.note_written(handle);
+            }
             let mut leases = self.leases.lock().unwrap();
             match m.lease_ms {
                 Some(ms) => {
@@ -646,6 +736,7 @@ impl Inner {
                     continue;
                 }
             };
+            let sent_at = Instant::now();
             match rpc.call(master, &hb).await {
                 Ok(reply) => {
                     if send_full {
@@ -653,8 +744,14 @@ impl Inner {
                     }
                     want_report = reply.want_report;
                     if !reply.delete.is_empty() {
-                        self.delete_chunks(reply.delete).await;
+                        self.delete_chunks(reply.delete, sent_at).await;
                     }
+                    // Clones completed before this heartbeat left are covered by what the master
+                    // now knows; only later ones still need protecting from older orders.
+                    self.cloned_at
+                        .lock()
+                        .unwrap()
+                        .retain(|_, done| *done >= sent_at);
                 }
                 Err(e) => {
                     tracing::debug!(%master, "heartbeat failed: {e}");
@@ -666,8 +763,23 @@ impl Inner {
         }
     }
 
-    async fn delete_chunks(&self, handles: Vec<(ChunkHandle, ChunkVersion)>) {
+    /// Carry out the master's delete orders from the reply to a heartbeat sent at `sent_at`.
+    async fn delete_chunks(&self, handles: Vec<(ChunkHandle, ChunkVersion)>, sent_at: Instant) {
         for (handle, at_most) in handles {
+            // An order about a chunk being cloned here, or cloned after that heartbeat left, may
+            // have been decided about the copy the clone replaced: skip it. If the master does
+            // not want the new copy, the next report shows it and the order comes again.
+            if self.cloning.lock().unwrap().contains_key(&handle)
+                || self
+                    .cloned_at
+                    .lock()
+                    .unwrap()
+                    .get(&handle)
+                    .is_some_and(|done| *done >= sent_at)
+            {
+                tracing::debug!(%handle, "skipping a delete order older than a clone");
+                continue;
+            }
             let lock = self.chunk_lock(handle);
             let _order = lock.lock().await;
             self.leases.lock().unwrap().remove(&handle);
@@ -681,6 +793,219 @@ impl Inner {
                 }
                 Err(e) => tracing::warn!(%handle, "delete failed: {e}"),
             }
+            self.written.lock().unwrap().remove(&handle);
+        }
+    }
+
+    async fn clone_chunk(&self, req: Request<CloneChunk>) -> Reply<CloneReply> {
+        let _active = ActiveGuard::new(&self.active);
+        let m = req.msg;
+        let result = self.clone_inner(&m).await;
+        match &result {
+            Ok(r) => {
+                tracing::info!(handle = %m.handle, version = %m.version, source = %m.source.addr,
+                len = r.len, "cloned chunk")
+            }
+            Err(e) => tracing::warn!(handle = %m.handle, version = %m.version,
+                source = %m.source.addr, "clone failed: {e}"),
+        }
+        Reply::from(result)
+    }
+
+    /// Copy a chunk from a peer (see [`CloneChunk`]): build it at version 0, durably, then move
+    /// it to the requested version in one durable step.
+    async fn clone_inner(&self, m: &CloneChunk) -> Result<CloneReply, FsError> {
+        let handle = m.handle;
+        if m.version == ChunkVersion::INCOMPLETE {
+            return Err(FsError::InvalidArgument(
+                "cannot clone a chunk at version 0".into(),
+            ));
+        }
+        if m.source.id == self.node {
+            return Err(FsError::InvalidArgument(
+                "a clone's source is its target".into(),
+            ));
+        }
+        let _cloning = CloningGuard::new(self, handle);
+        let lock = self.chunk_lock(handle);
+        let _order = lock.lock().await;
+        // Replace an older copy (stale, corrupt, or an interrupted clone); never a newer one.
+        match self.store.version(handle) {
+            Some(v) if v > m.version => {
+                return Err(FsError::StaleVersion {
+                    have: v.0,
+                    request: m.version.0,
+                })
+            }
+            Some(_) => {
+                self.leases.lock().unwrap().remove(&handle);
+                let store = self.store.clone();
+                blocking(move || store.delete(handle)).await?;
+            }
+            None => {}
+        }
+        let store = self.store.clone();
+        blocking(move || store.create(handle, ChunkVersion::INCOMPLETE)).await?;
+        self.note_written(handle);
+        match self.copy_from(m).await {
+            Ok(len) => {
+                let (store, version) = (self.store.clone(), m.version);
+                let installed = blocking(move || store.set_version(handle, version)).await;
+                if let Err(e) = installed {
+                    self.discard_incomplete(handle).await;
+                    return Err(e);
+                }
+                self.cloned_at
+                    .lock()
+                    .unwrap()
+                    .insert(handle, Instant::now());
+                self.note_written(handle);
+                Ok(CloneReply { len })
+            }
+            Err(e) => {
+                self.discard_incomplete(handle).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Delete a partial clone (still at version 0). Called with the chunk's lock held.
+    async fn discard_incomplete(&self, handle: ChunkHandle) {
+        if self.store.version(handle) == Some(ChunkVersion::INCOMPLETE) {
+            let store = self.store.clone();
+            if let Err(e) = blocking(move || store.delete(handle)).await {
+                tracing::warn!(%handle, "deleting a partial clone failed: {e}");
+            }
+        }
+    }
+
+    /// Read the source's chunk piece by piece (verified at the source) into the local copy at
+    /// version 0, paced to `bytes_per_sec`. Returns the chunk's length.
+    async fn copy_from(&self, m: &CloneChunk) -> Result<u64, FsError> {
+        let rpc = self.rpc()?;
+        let started = tokio::time::Instant::now();
+        let mut offset = 0u64;
+        let mut total: Option<u64> = None;
+        loop {
+            if total.is_some_and(|t| offset >= t) {
+                return Ok(offset);
+            }
+            let (reply, body) = rpc
+                .call_read(
+                    &m.source.addr,
+                    &ReadChunk {
+                        handle: m.handle,
+                        version: m.version,
+                        offset,
+                        len: CLONE_PIECE_BYTES,
+                    },
+                )
+                .await?;
+            match total {
+                None => total = Some(reply.chunk_len),
+                Some(t) if t != reply.chunk_len => {
+                    return Err(FsError::Protocol(format!(
+                        "chunk {} changed length at the source during a clone ({t} → {})",
+                        m.handle, reply.chunk_len
+                    )))
+                }
+                Some(_) => {}
+            }
+            if body.is_empty() {
+                if offset < reply.chunk_len {
+                    return Err(FsError::Protocol(format!(
+                        "short read at {offset} of {} while cloning chunk {}",
+                        reply.chunk_len, m.handle
+                    )));
+                }
+                return Ok(offset);
+            }
+            let n = body.len() as u64;
+            let (store, handle, at) = (self.store.clone(), m.handle, offset);
+            blocking(move || store.write(handle, ChunkVersion::INCOMPLETE, at, &body)).await?;
+            offset += n;
+            if m.bytes_per_sec > 0 {
+                let due = Duration::from_secs_f64(offset as f64 / m.bytes_per_sec as f64);
+                tokio::time::sleep_until(started + due).await;
+            }
+        }
+    }
+
+    /// Verify the checksums of chunks nobody wrote for `scrub_idle_ms`, `SCRUB_PIECE_BYTES` at a
+    /// time through the store's verified read, at `scrub_bytes_per_sec`; report a mismatch to
+    /// the master (which withdraws the replica and replaces it). Pass after pass, forever.
+    async fn scrub_loop(self: Arc<Self>) {
+        let rate = self.config.scrub_bytes_per_sec;
+        if rate == 0 {
+            return;
+        }
+        let idle = Duration::from_millis(self.config.scrub_idle_ms);
+        // A pass over nothing (or only corrupt chunks) takes at least this long.
+        let min_pass = idle.clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // Corrupt chunks already reported, and when: reported again only after a while (the
+        // master may have restarted and forgotten), not at every pass.
+        let mut reported: HashMap<(ChunkHandle, ChunkVersion), Instant> = HashMap::new();
+        loop {
+            let store = self.store.clone();
+            let chunks = match tokio::task::spawn_blocking(move || store.list()).await {
+                Ok(c) => c,
+                Err(_) => return,
+            };
+            {
+                let mut written = self.written.lock().unwrap();
+                written.retain(|_, at| at.elapsed() < idle);
+            }
+            let started = tokio::time::Instant::now();
+            let mut pass = ScrubStats::default();
+            for (handle, version) in chunks {
+                if version == ChunkVersion::INCOMPLETE
+                    || self.written.lock().unwrap().contains_key(&handle)
+                {
+                    continue;
+                }
+                let mut offset = 0u64;
+                loop {
+                    let store = self.store.clone();
+                    let read =
+                        blocking(move || store.read(handle, version, offset, SCRUB_PIECE_BYTES))
+                            .await;
+                    match read {
+                        Ok(bytes) if bytes.is_empty() => break,
+                        Ok(bytes) => {
+                            offset += bytes.len() as u64;
+                            pass.bytes += bytes.len() as u64;
+                            self.scrub.lock().unwrap().bytes += bytes.len() as u64;
+                            let due = Duration::from_secs_f64(pass.bytes as f64 / rate as f64);
+                            tokio::time::sleep_until(started + due).await;
+                        }
+                        Err(FsError::ChecksumMismatch { block, .. }) => {
+                            pass.mismatches += 1;
+                            self.scrub.lock().unwrap().mismatches += 1;
+                            let due = reported
+                                .get(&(handle, version))
+                                .is_none_or(|at| at.elapsed() >= SCRUB_REREPORT);
+                            if due {
+                                tracing::error!(%handle, block, "scrub: checksum mismatch; reporting to the master");
+                                reported.insert((handle, version), Instant::now());
+                                self.report_bad(handle);
+                            }
+                            break;
+                        }
+                        // Deleted, or moved to another version (written): not idle any more.
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.scrub.lock().unwrap().passes += 1;
+            if pass.bytes > 0 || pass.mismatches > 0 {
+                tracing::debug!(
+                    bytes = pass.bytes,
+                    mismatches = pass.mismatches,
+                    "scrub pass done"
+                );
+            }
+            reported.retain(|_, at| at.elapsed() < SCRUB_REREPORT);
+            tokio::time::sleep_until(started + min_pass).await;
         }
     }
 }

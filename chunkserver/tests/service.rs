@@ -1,6 +1,7 @@
 //! The chunkserver service over the in-memory network with in-memory stores: the write pipeline
 //! (push along a chain, commit at the primary, apply at secondaries), leases and versions, the
-//! push-buffer bound, and corruption reports — each checked through the RPCs alone.
+//! push-buffer bound, corruption reports, clones from a peer and the scrubber — each checked
+//! through the RPCs alone.
 
 use bytes::Bytes;
 use quarry_chunkserver::store::{ChunkStore, MemStore};
@@ -22,10 +23,14 @@ struct Net {
     master: RpcClient,
     client: RpcClient,
     reports: Arc<Mutex<Vec<ReportBadChunk>>>,
-    _nodes: Vec<Chunkserver>,
+    nodes: Vec<Chunkserver>,
 }
 
 fn setup(n: usize, push_buffer_bytes: u64) -> Net {
+    setup_with(n, |c| c.push_buffer_bytes = push_buffer_bytes)
+}
+
+fn setup_with(n: usize, configure: impl Fn(&mut ChunkserverConfig)) -> Net {
     let net = MemNetwork::new(1);
     // A stand-in master that answers heartbeats and records corruption reports.
     let reports = Arc::new(Mutex::new(Vec::new()));
@@ -46,8 +51,8 @@ fn setup(n: usize, push_buffer_bytes: u64) -> Net {
         let addr = format!("cs{i}");
         let store = Arc::new(MemStore::new(1 << 20, 64 << 20));
         let mut config = ChunkserverConfig::new(std::env::temp_dir(), vec!["master".into()]);
-        config.push_buffer_bytes = push_buffer_bytes;
         config.heartbeat_interval_ms = 50;
+        configure(&mut config);
         let node = quarry_proto::NodeId(100 + i as u64);
         let server = Chunkserver::new(config, node, store.clone() as Arc<dyn ChunkStore>);
         let mut router = Router::new();
@@ -67,7 +72,7 @@ fn setup(n: usize, push_buffer_bytes: u64) -> Net {
         master: RpcClient::new(master_t).with_timeout(Duration::from_secs(5)),
         client,
         reports,
-        _nodes: nodes,
+        nodes,
     }
 }
 
@@ -373,4 +378,136 @@ async fn a_corrupt_read_is_an_error_and_reported_to_the_master() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(n.reports.lock().unwrap()[0].handle, H);
+}
+
+impl Net {
+    /// Write `data` at offset 0 of chunk H (version `version`, already granted) on every replica.
+    async fn fill(&self, version: u64, data: &[u8]) {
+        self.push(99, data).await.unwrap();
+        self.commit(
+            version,
+            Mutation::Write {
+                offset: 0,
+                data_id: DataId(99),
+                len: data.len() as u64,
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn clone_to(
+        &self,
+        target: usize,
+        source: usize,
+        version: u64,
+        bytes_per_sec: u64,
+    ) -> Result<CloneReply, FsError> {
+        self.master
+            .call(
+                &self.servers[target].addr,
+                &CloneChunk {
+                    handle: H,
+                    version: ChunkVersion(version),
+                    source: self.servers[source].clone(),
+                    len: 0,
+                    bytes_per_sec,
+                },
+            )
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_clone_copies_the_chunk_and_replaces_an_older_copy() {
+    let n = setup(3, 64 << 20);
+    n.grant(2, true).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    n.fill(2, &data).await;
+    // Server 2 holds an old, shorter copy at version 1 (it missed the bump and the writes).
+    n.stores[2].delete(H).unwrap();
+    n.stores[2].create(H, ChunkVersion(1)).unwrap();
+    n.stores[2]
+        .write(H, ChunkVersion(1), 0, &[1u8; 5000])
+        .unwrap();
+    let reply = n.clone_to(2, 0, 2, 0).await.unwrap();
+    assert_eq!(reply.len, data.len() as u64);
+    assert_eq!(n.stores[2].version(H), Some(ChunkVersion(2)));
+    assert_eq!(
+        &n.stores[2].read(H, ChunkVersion(2), 0, 1 << 20).unwrap()[..],
+        &data[..]
+    );
+    n.stores[2].verify(H).unwrap();
+}
+
+#[tokio::test]
+async fn a_clone_never_goes_backwards_or_leaves_a_partial_copy() {
+    let n = setup(3, 64 << 20);
+    n.grant(2, true).await;
+    n.fill(2, &[4u8; 100_000]).await;
+    // A newer local copy is kept.
+    n.stores[2].set_version(H, ChunkVersion(3)).unwrap();
+    let err = n.clone_to(2, 0, 2, 0).await.unwrap_err();
+    assert!(matches!(err, FsError::StaleVersion { .. }), "{err:?}");
+    assert_eq!(n.stores[2].version(H), Some(ChunkVersion(3)));
+    // The source does not have the requested version: nothing is left on the target.
+    n.stores[1].delete(H).unwrap();
+    let err = n.clone_to(1, 0, 5, 0).await.unwrap_err();
+    assert!(matches!(err, FsError::StaleVersion { .. }), "{err:?}");
+    assert_eq!(n.stores[1].version(H), None);
+    // A corrupt source is refused (and reports itself); again nothing is left.
+    n.stores[0].corrupt(H, 70_000);
+    let err = n.clone_to(1, 0, 2, 0).await.unwrap_err();
+    assert!(matches!(err, FsError::ChecksumMismatch { .. }), "{err:?}");
+    assert_eq!(n.stores[1].version(H), None);
+    // Only the master orders clones.
+    let err = n
+        .client
+        .call(
+            &n.servers[1].addr,
+            &CloneChunk {
+                handle: H,
+                version: ChunkVersion(2),
+                source: n.servers[2].clone(),
+                len: 0,
+                bytes_per_sec: 0,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FsError::PermissionDenied(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_clone_is_paced() {
+    let n = setup(2, 64 << 20);
+    n.grant(2, true).await;
+    n.fill(2, &vec![6u8; 1 << 20]).await;
+    n.stores[1].delete(H).unwrap();
+    let started = std::time::Instant::now();
+    // 1 MiB at 2 MiB/s: at least half a second.
+    n.clone_to(1, 0, 2, 2 << 20).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(n.stores[1].len(H, ChunkVersion(2)).unwrap(), 1 << 20);
+}
+
+#[tokio::test]
+async fn the_scrubber_reports_a_corrupt_idle_chunk_without_any_read() {
+    let n = setup_with(1, |c| {
+        c.scrub_bytes_per_sec = 64 << 20;
+        c.scrub_idle_ms = 0;
+    });
+    n.grant(2, true).await;
+    n.fill(2, &[5u8; 200_000]).await;
+    n.stores[0].corrupt(H, 150_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while n.reports.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scrubber reported nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(n.reports.lock().unwrap()[0].handle, H);
+    assert_eq!(n.nodes[0].scrub_stats().mismatches, 1);
 }

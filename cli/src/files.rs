@@ -373,6 +373,17 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
         s.under_replicated_chunks,
         s.missing_chunks
     );
+    println!(
+        "re-replication queue {}, clones in flight {}, over-replicated chunks {}, \
+         corrupt reports {}",
+        s.repair_queue, s.clones_in_flight, s.over_replicated_chunks, s.corrupt_reports
+    );
+    println!(
+        "since the master started: {} clones done ({}), {} failed",
+        s.clones_done,
+        human(s.cloned_bytes),
+        s.clones_failed
+    );
     println!();
     println!(
         "MASTER                 ROLE      LOG INDEX      FILES   DIRS     CHUNKS  TRASH FILES      TRASH SIZE"

@@ -4,6 +4,7 @@
 mod cluster;
 mod connect;
 mod files;
+mod health;
 mod job;
 mod mount;
 mod trash;
@@ -116,6 +117,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the replicas of every chunk of the files below PATH: healthy, under- and
+    /// over-replicated, corrupt, missing. Exits non-zero unless the result is HEALTHY.
+    Fsck {
+        #[arg(default_value = "/")]
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each chunk of a file with its replicas: server, state (live, dead, stale, corrupt)
+    /// and which one holds the lease.
+    Fileinfo {
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// MapReduce jobs over files in the filesystem: wordcount, grep, index; status, list, counters.
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -206,6 +222,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Mv { src, dst } => files::mv(c, &src, &dst).await,
                 Command::Stat { path } => files::stat(c, &path).await,
                 Command::Status { json } => files::status(c, json).await,
+                Command::Fsck { path, json } => health::fsck(c, &path, json).await,
+                Command::Fileinfo { path, json } => health::fileinfo(c, &path, json).await,
                 Command::Job(cmd) => job::run(c, cmd).await,
                 Command::Trash(cmd) => trash::run(c, cmd).await,
                 Command::Setrep {

@@ -46,6 +46,21 @@ pub struct Tunables {
     /// Test hook: each MapReduce attempt first sleeps this long, in milliseconds.
     #[arg(long, default_value_t = 0, hide = true)]
     pub mr_task_delay_ms: u64,
+    /// How often the master looks for chunks to re-replicate, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub repair_interval_ms: u64,
+    /// Re-replication clones in flight at once, cluster-wide.
+    #[arg(long, default_value_t = 8)]
+    pub max_concurrent_clones: u32,
+    /// Pace of each re-replication clone in bytes per second (0: unlimited).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub clone_bandwidth: u64,
+    /// Chunkservers verify idle chunks' checksums at this many bytes per second (0: off).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub scrub_bytes_per_sec: u64,
+    /// Scrubbing leaves chunks written less than this long ago alone, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub scrub_idle_ms: u64,
 }
 
 impl Tunables {
@@ -57,6 +72,9 @@ impl Tunables {
         c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
         c.trash_retention_ms = self.trash_retention_ms;
+        c.repair_interval_ms = self.repair_interval_ms;
+        c.max_concurrent_clones = self.max_concurrent_clones;
+        c.clone_bandwidth_bytes_per_sec = self.clone_bandwidth;
         c
     }
 
@@ -64,6 +82,8 @@ impl Tunables {
         let mut c = ChunkserverConfig::new(data, vec![master]);
         c.heartbeat_interval_ms = self.heartbeat_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
+        c.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
+        c.scrub_idle_ms = self.scrub_idle_ms;
         c
     }
 
@@ -92,6 +112,11 @@ impl Tunables {
             format!("--mr-worker-timeout-ms={}", self.mr_worker_timeout_ms),
             format!("--mr-slots={}", self.mr_slots),
             format!("--mr-task-delay-ms={}", self.mr_task_delay_ms),
+            format!("--repair-interval-ms={}", self.repair_interval_ms),
+            format!("--max-concurrent-clones={}", self.max_concurrent_clones),
+            format!("--clone-bandwidth={}", self.clone_bandwidth),
+            format!("--scrub-bytes-per-sec={}", self.scrub_bytes_per_sec),
+            format!("--scrub-idle-ms={}", self.scrub_idle_ms),
         ]
     }
 }

@@ -1,7 +1,8 @@
 //! `quarry-master`: the namespace and chunk table as a deterministic state machine
 //! ([`engine`]), made durable by an operation log with checkpoints ([`oplog`]), plus the volatile
 //! cluster view rebuilt from heartbeats ([`registry`]: live chunkservers, chunk locations,
-//! leases, placement) and the runtime serving the master RPCs ([`service`], [`node`]).
+//! leases, placement), the re-replication decisions ([`repair`]), and the runtime serving the
+//! master RPCs ([`service`], [`node`]).
 //!
 //! Depends on `quarry-proto` and `quarry-transport` only; never on another server crate.
 
@@ -9,6 +10,7 @@ pub mod engine;
 pub mod node;
 pub mod oplog;
 pub mod registry;
+pub mod repair;
 pub mod service;
 
 pub use node::MasterNode;

@@ -1,11 +1,15 @@
 //! Volatile cluster state kept next to the replicated engine: live chunkservers (from heartbeats),
-//! chunk locations (rebuilt from chunk reports, never persisted), leases, and placement.
+//! chunk locations (rebuilt from chunk reports, never persisted), leases, replicas marked stale or
+//! corrupt and their delete orders, and placement.
 //!
 //! Sans-IO: every method takes `now`; nothing here touches a socket, a disk or a clock.
 
 use quarry_proto::master::{ChunkserverStatus, Heartbeat, HeartbeatReply};
 use quarry_proto::{ChunkHandle, ChunkVersion, NodeId, ServerRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Buckets of used capacity (per mille) within which placement treats servers as equally full.
+const FULLNESS_BUCKET_PERMILLE: u64 = 50;
 
 /// How long a location set by a grant is protected from older chunk reports.
 pub const REPORT_RACE: Duration = Duration::from_secs(10);
@@ -32,6 +36,36 @@ pub struct Server {
     pub bytes_written: u64,
 }
 
+/// How far the delete order of a marked (stale or corrupt) replica has gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// None yet (a corrupt replica waits until a good one exists).
+    #[default]
+    None,
+    /// Waiting for the server's next heartbeat reply.
+    Queued,
+    /// Sent in a heartbeat reply. A full report listed after that reply was received, which no
+    /// longer lists the chunk, proves the replica gone: the mark is then dropped, and the server
+    /// may receive a fresh copy.
+    Delivered,
+}
+
+/// A replica that must never become a location again while it exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub kind: MarkKind,
+    pub order: Order,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkKind {
+    /// Missed a bump (or took one the master did not log): at or below this version it is stale,
+    /// whatever it reports, until a later bump or a clone includes it.
+    Stale(ChunkVersion),
+    /// Failed a checksum.
+    Corrupt,
+}
+
 /// A primary's right to order mutations of one chunk at one version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -49,11 +83,12 @@ pub struct Registry {
     locations: HashMap<ChunkHandle, BTreeSet<NodeId>>,
     leases: HashMap<ChunkHandle, Lease>,
     pending_deletes: HashMap<NodeId, Vec<(ChunkHandle, ChunkVersion)>>,
-    /// Replicas that failed a checksum: never offered to readers again.
-    corrupt: HashSet<(ChunkHandle, NodeId)>,
-    /// Replicas that missed a bump (or took one the master did not log): at or below this
-    /// version they are stale, whatever they report, until a later bump includes them.
-    stale: HashMap<(ChunkHandle, NodeId), ChunkVersion>,
+    /// Replicas marked stale or corrupt, by chunk. A corrupt one is never offered to readers
+    /// again; a stale one is deleted whenever it reports at or below its mark.
+    marks: HashMap<ChunkHandle, BTreeMap<NodeId, Mark>>,
+    /// Replicas reported at an older version than the table's in each server's last full
+    /// report (for `FileInfo`).
+    reported_stale: HashMap<NodeId, HashMap<ChunkHandle, ChunkVersion>>,
     /// Locations set by a grant in the last [`REPORT_RACE`]: a full report that a chunkserver
     /// listed before the grant reached it must not remove them.
     recent: HashMap<(ChunkHandle, NodeId), Instant>,
@@ -89,8 +124,8 @@ impl Registry {
             locations: HashMap::new(),
             leases: HashMap::new(),
             pending_deletes: HashMap::new(),
-            corrupt: HashSet::new(),
-            stale: HashMap::new(),
+            marks: HashMap::new(),
+            reported_stale: HashMap::new(),
             recent: HashMap::new(),
             corrupt_reports: 0,
             dead_after,
@@ -139,17 +174,47 @@ impl Registry {
         server.active_requests = hb.active_requests;
         server.bytes_read = hb.bytes_read;
         server.bytes_written = hb.bytes_written;
+        // Marked replicas whose delete order went out in an earlier reply: a full report listed
+        // after it (heartbeats of one server are sequential) shows whether they are gone.
+        let delivered_before: Vec<ChunkHandle> = self
+            .marks
+            .iter()
+            .filter(|(_, m)| {
+                m.get(&hb.node)
+                    .is_some_and(|mark| mark.order == Order::Delivered)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        let delete = self.pending_deletes.remove(&hb.node).unwrap_or_default();
+        let mut marked_orders = false;
+        for (handle, _) in &delete {
+            if let Some(mark) = self.marks.get_mut(handle).and_then(|m| m.get_mut(&hb.node)) {
+                mark.order = Order::Delivered;
+                marked_orders = true;
+            }
+        }
         let mut out = Report {
             reply: HeartbeatReply {
-                delete: self.pending_deletes.remove(&hb.node).unwrap_or_default(),
-                want_report: false,
+                delete,
+                // Deletes of marked replicas: the next full report confirms them, so the server
+                // can take a fresh copy soon after.
+                want_report: marked_orders,
             },
             adopt: Vec::new(),
         };
         match &hb.chunks {
-            None => out.reply.want_report = !known,
+            None => out.reply.want_report |= !known,
             Some(report) => {
+                let server = self.servers.get_mut(&hb.node).expect("inserted above");
                 server.chunks = report.len() as u64;
+                let listed: HashSet<ChunkHandle> = report.iter().map(|(h, _)| *h).collect();
+                for handle in delivered_before {
+                    if !listed.contains(&handle) {
+                        self.unmark(handle, hb.node);
+                    }
+                }
+                let stale_here = self.reported_stale.entry(hb.node).or_default();
+                stale_here.clear();
                 self.recent
                     .retain(|_, at| now.saturating_duration_since(*at) < REPORT_RACE);
                 for (handle, set) in self.locations.iter_mut() {
@@ -166,16 +231,38 @@ impl Registry {
                         out.reply.delete.push((handle, version));
                         continue;
                     };
-                    if self.corrupt.contains(&(handle, hb.node)) {
-                        continue; // failed its checksum: never a location again
+                    if version < current {
+                        self.reported_stale
+                            .entry(hb.node)
+                            .or_default()
+                            .insert(handle, version);
                     }
-                    if self
-                        .stale
-                        .get(&(handle, hb.node))
-                        .is_some_and(|&mark| version <= mark)
-                    {
-                        out.reply.delete.push((handle, version));
-                        continue;
+                    let mark = self
+                        .marks
+                        .get_mut(&handle)
+                        .and_then(|m| m.get_mut(&hb.node));
+                    match mark {
+                        Some(Mark {
+                            kind: MarkKind::Corrupt,
+                            order,
+                        }) => {
+                            // Failed its checksum: never a location again. Still here after
+                            // its delete order went out: order it again.
+                            if *order == Order::Delivered {
+                                *order = Order::None;
+                            }
+                            continue;
+                        }
+                        Some(Mark {
+                            kind: MarkKind::Stale(at),
+                            order,
+                        }) if version <= *at => {
+                            *order = Order::Delivered;
+                            out.reply.delete.push((handle, version));
+                            out.reply.want_report = true;
+                            continue;
+                        }
+                        _ => {}
                     }
                     if version >= current {
                         // Newer than the table: a bump reached the replicas before the master
@@ -212,7 +299,7 @@ impl Registry {
     ) {
         let set: BTreeSet<NodeId> = nodes.into_iter().collect();
         for n in &set {
-            self.stale.remove(&(handle, *n));
+            self.unmark_stale(handle, *n);
             self.recent.insert((handle, *n), now);
             if !self.locations.get(&handle).is_some_and(|s| s.contains(n)) {
                 if let Some(s) = self.servers.get_mut(n) {
@@ -227,11 +314,122 @@ impl Registry {
     /// it is stale; have it deleted (a current replica exists elsewhere).
     pub fn mark_stale(&mut self, handle: ChunkHandle, node: NodeId, version: ChunkVersion) {
         self.remove_location(handle, node);
-        self.stale.insert((handle, node), version);
+        let marks = self.marks.entry(handle).or_default();
+        if marks
+            .get(&node)
+            .is_some_and(|m| m.kind == MarkKind::Corrupt)
+        {
+            // Corrupt stays corrupt; the stale order below deletes it just as well.
+        } else {
+            marks.insert(
+                node,
+                Mark {
+                    kind: MarkKind::Stale(version),
+                    order: Order::Queued,
+                },
+            );
+        }
         self.pending_deletes
             .entry(node)
             .or_default()
             .push((handle, version));
+    }
+
+    fn unmark(&mut self, handle: ChunkHandle, node: NodeId) {
+        if let Some(m) = self.marks.get_mut(&handle) {
+            m.remove(&node);
+            if m.is_empty() {
+                self.marks.remove(&handle);
+            }
+        }
+    }
+
+    fn unmark_stale(&mut self, handle: ChunkHandle, node: NodeId) {
+        if self
+            .mark(handle, node)
+            .is_some_and(|m| matches!(m.kind, MarkKind::Stale(_)))
+        {
+            self.unmark(handle, node);
+        }
+    }
+
+    pub fn mark(&self, handle: ChunkHandle, node: NodeId) -> Option<Mark> {
+        self.marks.get(&handle)?.get(&node).copied()
+    }
+
+    /// The marked replicas of a chunk.
+    pub fn marks_of(&self, handle: ChunkHandle) -> impl Iterator<Item = (NodeId, Mark)> + '_ {
+        self.marks
+            .get(&handle)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(n, mark)| (*n, *mark)))
+    }
+
+    /// Drop the delete orders for `node`'s copy of `handle` that are still waiting for a
+    /// heartbeat (a clone is about to replace that copy).
+    pub fn cancel_deletes(&mut self, handle: ChunkHandle, node: NodeId) {
+        if let Some(orders) = self.pending_deletes.get_mut(&node) {
+            orders.retain(|(h, _)| *h != handle);
+        }
+    }
+
+    /// Corrupt replicas by chunk.
+    pub fn corrupt_counts(&self) -> HashMap<ChunkHandle, u32> {
+        self.marks
+            .iter()
+            .filter_map(|(h, m)| {
+                let n = m.values().filter(|x| x.kind == MarkKind::Corrupt).count() as u32;
+                (n > 0).then_some((*h, n))
+            })
+            .collect()
+    }
+
+    /// Have `node` delete its copy of `handle` (at most `version`), which is no location (any
+    /// more): a corrupt replica once a good one exists, an extra replica, or a clone the master
+    /// did not keep.
+    pub fn order_delete(&mut self, handle: ChunkHandle, node: NodeId, version: ChunkVersion) {
+        if let Some(mark) = self.marks.get_mut(&handle).and_then(|m| m.get_mut(&node)) {
+            mark.order = Order::Queued;
+        }
+        if self
+            .locations
+            .get(&handle)
+            .is_some_and(|s| s.contains(&node))
+        {
+            self.remove_location(handle, node);
+            if let Some(s) = self.servers.get_mut(&node) {
+                s.chunks = s.chunks.saturating_sub(1);
+            }
+        }
+        self.pending_deletes
+            .entry(node)
+            .or_default()
+            .push((handle, version));
+    }
+
+    /// A clone to `node` completed at the chunk's current version: a location, clear of any
+    /// stale mark, protected like a grant's locations from reports listed before it.
+    pub fn add_cloned(&mut self, handle: ChunkHandle, node: NodeId, now: Instant) {
+        self.unmark_stale(handle, node);
+        self.recent.insert((handle, node), now);
+        self.reported_stale
+            .get_mut(&node)
+            .map(|m| m.remove(&handle));
+        if !self
+            .locations
+            .get(&handle)
+            .is_some_and(|s| s.contains(&node))
+        {
+            self.add_location(handle, node);
+        }
+    }
+
+    /// The version `node` last reported for `handle`, if older than the table's.
+    pub fn reported_stale(&self, handle: ChunkHandle) -> Vec<(NodeId, ChunkVersion)> {
+        self.reported_stale
+            .iter()
+            .filter_map(|(n, m)| m.get(&handle).map(|v| (*n, *v)))
+            .collect()
     }
 
     /// A replica that acknowledged a version bump (or was created) holds the current version.
@@ -249,9 +447,20 @@ impl Registry {
         }
     }
 
+    /// A replica failed its checksum: withdrawn at once; deleted once a good replica exists
+    /// (decided by the repair loop). Counted once per replica.
     pub fn report_corrupt(&mut self, handle: ChunkHandle, node: NodeId) {
-        self.corrupt_reports += 1;
-        self.corrupt.insert((handle, node));
+        let marks = self.marks.entry(handle).or_default();
+        if marks.get(&node).is_none_or(|m| m.kind != MarkKind::Corrupt) {
+            self.corrupt_reports += 1;
+            marks.insert(
+                node,
+                Mark {
+                    kind: MarkKind::Corrupt,
+                    order: Order::None,
+                },
+            );
+        }
         self.remove_location(handle, node);
     }
 
@@ -262,9 +471,11 @@ impl Registry {
     /// The chunk no longer exists in the namespace: forget it, and have its holders delete it.
     pub fn forget_chunk(&mut self, handle: ChunkHandle) {
         self.leases.remove(&handle);
-        self.corrupt.retain(|(h, _)| *h != handle);
-        self.stale.retain(|(h, _), _| *h != handle);
+        self.marks.remove(&handle);
         self.recent.retain(|(h, _), _| *h != handle);
+        for m in self.reported_stale.values_mut() {
+            m.remove(&handle);
+        }
         if let Some(set) = self.locations.remove(&handle) {
             for node in set {
                 self.pending_deletes
@@ -291,6 +502,64 @@ impl Registry {
             .collect()
     }
 
+    /// The live locations of a chunk (its live current replicas).
+    pub fn live_locations(&self, handle: ChunkHandle, now: Instant) -> Vec<NodeId> {
+        self.locations
+            .get(&handle)
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|&n| self.is_alive(n, now))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How full a server is, for placement: its bucket of used capacity, then its chunk count.
+    pub fn fullness(&self, id: NodeId) -> (u64, u64) {
+        self.servers.get(&id).map_or((u64::MAX, u64::MAX), |s| {
+            let used_permille = if s.capacity_bytes == 0 {
+                0
+            } else {
+                (s.used_bytes as u128 * 1000 / s.capacity_bytes as u128) as u64
+            };
+            (used_permille / FULLNESS_BUCKET_PERMILLE, s.chunks)
+        })
+    }
+
+    /// A live server, not full, to receive a new replica of `handle`: not a location of it, not
+    /// marked stale or corrupt for it, not refused by `skip`; the least used (see `place`).
+    pub fn place_replica(
+        &self,
+        handle: ChunkHandle,
+        len: u64,
+        now: Instant,
+        skip: impl Fn(NodeId) -> bool,
+    ) -> Option<ServerRef> {
+        let holders = self.locations.get(&handle);
+        self.servers
+            .values()
+            .filter(|s| self.is_alive(s.id, now))
+            .filter(|s| {
+                s.capacity_bytes == 0 || s.used_bytes.saturating_add(len) < s.capacity_bytes
+            })
+            .filter(|s| !holders.is_some_and(|h| h.contains(&s.id)))
+            .filter(|s| self.mark(handle, s.id).is_none())
+            .filter(|s| !skip(s.id))
+            .min_by_key(|s| {
+                let (bucket, chunks) = self.fullness(s.id);
+                (
+                    bucket,
+                    chunks,
+                    (s.id.0 ^ handle.0).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+            })
+            .map(|s| ServerRef {
+                id: s.id,
+                addr: s.addr.clone(),
+            })
+    }
+
     /// Choose up to `count` distinct live servers for a new chunk, emptiest first (by fraction of
     /// capacity used, then by chunk count; `salt` breaks remaining ties so load spreads).
     pub fn place(&self, count: usize, now: Instant, salt: u64) -> Vec<ServerRef> {
@@ -301,14 +570,10 @@ impl Registry {
             .filter(|s| s.capacity_bytes == 0 || s.used_bytes < s.capacity_bytes)
             .collect();
         live.sort_by_key(|s| {
-            let used_permille = if s.capacity_bytes == 0 {
-                0
-            } else {
-                (s.used_bytes as u128 * 1000 / s.capacity_bytes as u128) as u64
-            };
+            let (bucket, chunks) = self.fullness(s.id);
             (
-                used_permille / 50,
-                s.chunks,
+                bucket,
+                chunks,
                 (s.id.0 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             )
         });

@@ -1,5 +1,6 @@
 //! The master's runtime: serves the master RPCs, runs mutations through the operation log with
-//! group commit, grants leases (bumping chunk versions first), and tracks chunkservers.
+//! group commit, grants leases (bumping chunk versions first), tracks chunkservers, and repairs
+//! chunks in the background (re-replication, deletes of extra and corrupt replicas).
 //!
 //! The replicated state lives in [`Engine`]; everything here is IO around it. A mutation is
 //! logged (fsynced) before it is applied, so nothing a client saw acknowledged is lost on a crash
@@ -7,12 +8,13 @@
 
 use crate::engine::{Command, Engine, Output, MAX_GOAL};
 use crate::oplog::OpLog;
-use crate::registry::{Lease, Registry};
-use quarry_proto::chunk::BumpVersion;
+use crate::registry::{Lease, MarkKind, Registry};
+use crate::repair::{CloneOrder, Finished, Repair, RepairLimits};
+use quarry_proto::chunk::{BumpVersion, CloneChunk};
 use quarry_proto::master::*;
 use quarry_proto::{
-    Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FsError, InodeId, OpId, ServerRef,
-    Timestamp,
+    Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FileKind, FsError, InodeId, OpId,
+    ServerRef, Timestamp,
 };
 use quarry_transport::{Reply, Request, Router, RpcClient};
 use std::path::PathBuf;
@@ -35,6 +37,14 @@ pub struct MasterConfig {
     /// How long a deleted regular file stays in the trash before its chunks are reclaimed
     /// (0: no trash, a file is dropped with its chunks when its last name and hold go).
     pub trash_retention_ms: u64,
+    /// How often the repair loop looks for under- and over-replicated chunks.
+    pub repair_interval_ms: u64,
+    /// Clones in flight at once, cluster-wide.
+    pub max_concurrent_clones: u32,
+    /// Clones in flight at once from one source server, and into one target server.
+    pub clones_per_server: u32,
+    /// Pace of each clone, in bytes per second (0: unlimited).
+    pub clone_bandwidth_bytes_per_sec: u64,
 }
 
 impl MasterConfig {
@@ -48,7 +58,22 @@ impl MasterConfig {
             checkpoint_every_records: 100_000,
             rpc_timeout_ms: 10_000,
             trash_retention_ms: 0,
+            repair_interval_ms: 1_000,
+            max_concurrent_clones: 8,
+            clones_per_server: 2,
+            clone_bandwidth_bytes_per_sec: 64 << 20,
         }
+    }
+
+    /// How long the master waits for a clone of one chunk: the copy at the configured pace (or
+    /// at an assumed floor of 8 MiB/s when unpaced), twice over, plus the RPC timeout.
+    pub fn clone_timeout(&self, chunk_size: u64) -> Duration {
+        let rate = match self.clone_bandwidth_bytes_per_sec {
+            0 => 8 << 20,
+            r => r,
+        };
+        Duration::from_millis(self.rpc_timeout_ms)
+            + Duration::from_secs_f64(2.0 * chunk_size as f64 / rate as f64)
     }
 }
 
@@ -81,6 +106,20 @@ struct Inner {
     rpc: Mutex<Option<RpcClient>>,
     addr: Mutex<String>,
     started: Instant,
+    /// Re-replication state. Lock order: engine, then registry, then repair.
+    repair: Mutex<Repair>,
+}
+
+/// Marks a lease grant in progress for the repair loop (see [`Repair::grant_started`]).
+struct GrantGuard<'a> {
+    inner: &'a Inner,
+    handle: ChunkHandle,
+}
+
+impl Drop for GrantGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.repair.lock().unwrap().grant_ended(self.handle);
+    }
 }
 
 impl Master {
@@ -116,7 +155,13 @@ impl Master {
             newest_handle,
         );
         let (log_tx, log_rx) = mpsc::channel(QUEUE_DEPTH);
+        let repair = Repair::new(RepairLimits {
+            max_concurrent_clones: config.max_concurrent_clones.max(1) as usize,
+            per_server: config.clones_per_server.max(1) as usize,
+            give_up_after: config.clone_timeout(engine.chunk_size()) * 2,
+        });
         let inner = Arc::new(Inner {
+            repair: Mutex::new(repair),
             config,
             engine: RwLock::new(engine),
             registry: Mutex::new(registry),
@@ -129,6 +174,7 @@ impl Master {
         });
         tokio::spawn(log_writer(Arc::downgrade(&inner), oplog, log_rx));
         tokio::spawn(purge_loop(Arc::downgrade(&inner)));
+        tokio::spawn(repair_loop(Arc::downgrade(&inner)));
         Ok(Master { inner })
     }
 
@@ -185,6 +231,8 @@ impl Master {
         route!(PurgeTrash, purge_trash);
         route!(SetGoal, set_goal);
         route!(GetGoal, get_goal);
+        route!(Fsck, fsck);
+        route!(FileInfo, file_info);
     }
 
     /// Drop every open hold of a client that went away; orphans it held last are dropped with
@@ -307,6 +355,20 @@ async fn log_writer(inner: std::sync::Weak<Inner>, oplog: OpLog, mut rx: mpsc::R
     }
 }
 
+/// Every `repair_interval_ms`, look for chunks to repair and start their clones (until the master
+/// is dropped).
+async fn repair_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        let interval = match inner.upgrade() {
+            Some(i) => Duration::from_millis(i.config.repair_interval_ms.max(10)),
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.repair_tick();
+    }
+}
+
 fn now_ts() -> Timestamp {
     Timestamp::now()
 }
@@ -378,6 +440,90 @@ impl Inner {
             .lookup(parent, name)
             .map(|a| a.inode);
         inode.map(|i| self.handles_of(i)).unwrap_or_default()
+    }
+
+    /// The replication goal of a chunk: how many live current replicas the master keeps of it.
+    /// Every user of the goal asks here (placement of new chunks, repair, status, fsck,
+    /// fileinfo): its file's goal (`setrep`), else the cluster's `replication`.
+    fn goal_of(&self, engine: &Engine, handle: ChunkHandle) -> u32 {
+        engine
+            .goal_of_chunk(handle)
+            .unwrap_or(self.config.replication)
+    }
+
+    /// One pass of the repair loop: decide (sans-IO, in [`Repair::scan`]) under the locks, then
+    /// start the clones outside them.
+    fn repair_tick(self: &Arc<Self>) {
+        let Ok(rpc) = self.rpc() else { return };
+        let now = Instant::now();
+        let orders: Vec<(CloneOrder, u64)> = {
+            let engine = self.engine.read().unwrap();
+            let mut registry = self.registry.lock().unwrap();
+            let mut repair = self.repair.lock().unwrap();
+            let chunks = engine
+                .all_chunks()
+                .map(|(h, v)| (h, v, self.goal_of(&engine, h)));
+            let scan = repair.scan(&mut registry, chunks, now);
+            if !scan.clones.is_empty() || !scan.deletes.is_empty() {
+                tracing::info!(
+                    clones = scan.clones.len(),
+                    deletes = scan.deletes.len(),
+                    queued = scan.queued,
+                    in_flight = repair.in_flight(),
+                    "repair"
+                );
+            }
+            scan.clones
+                .into_iter()
+                .map(|o| {
+                    let len = self.expected_len(&engine, o.handle);
+                    (o, len)
+                })
+                .collect()
+        };
+        let timeout = self
+            .config
+            .clone_timeout(self.engine.read().unwrap().chunk_size());
+        for (order, len) in orders {
+            let inner = self.clone();
+            let rpc = rpc.clone().with_timeout(timeout);
+            tokio::spawn(async move {
+                let result = rpc
+                    .call(
+                        &order.target.addr,
+                        &CloneChunk {
+                            handle: order.handle,
+                            version: order.version,
+                            source: order.source.clone(),
+                            len,
+                            bytes_per_sec: inner.config.clone_bandwidth_bytes_per_sec,
+                        },
+                    )
+                    .await
+                    .map(|r| r.len);
+                let engine = inner.engine.read().unwrap();
+                let current = engine.chunk(order.handle).map(|c| c.version);
+                let mut registry = inner.registry.lock().unwrap();
+                let mut repair = inner.repair.lock().unwrap();
+                let done = repair.finish(&mut registry, &order, current, result, Instant::now());
+                if done == Finished::Added {
+                    tracing::info!(handle = %order.handle, target = %order.target.addr,
+                        source = %order.source.addr, "re-replicated chunk");
+                }
+            });
+        }
+    }
+
+    /// The bytes of its file a chunk holds, from the file's size.
+    fn expected_len(&self, engine: &Engine, handle: ChunkHandle) -> u64 {
+        let cs = engine.chunk_size();
+        engine
+            .chunk(handle)
+            .and_then(|c| {
+                let size = engine.getattr(c.inode).ok()?.size;
+                Some(size.saturating_sub(c.index.saturating_mul(cs)).min(cs))
+            })
+            .unwrap_or(cs)
     }
 
     /// Chunks a namespace change dropped: end their leases and have their holders delete them
@@ -844,17 +990,20 @@ impl Inner {
     /// lease. Never while another lease may still be valid, except that the current primary may
     /// be re-granted (the version bump ends its old lease and drops dead secondaries).
     async fn grant(&self, handle: ChunkHandle, fresh: bool) -> Result<WriteGrant, FsError> {
+        // No clone of this chunk starts, or counts, while the grant may change it.
+        self.repair.lock().unwrap().grant_started(handle);
+        let _granting = GrantGuard {
+            inner: self,
+            handle,
+        };
         let now = Instant::now();
         let (current, goal) = {
             let engine = self.engine.read().unwrap();
-            let info = engine
+            let current = engine
                 .chunk(handle)
-                .ok_or(FsError::ChunkNotFound(handle.0))?;
-            // A new chunk gets as many replicas as its file's goal.
-            let goal = engine
-                .goal_of_chunk(handle)
-                .unwrap_or(self.config.replication);
-            (info.version, goal)
+                .ok_or(FsError::ChunkNotFound(handle.0))?
+                .version;
+            (current, self.goal_of(&engine, handle))
         };
         let (replicas, current_primary) = {
             let registry = self.registry.lock().unwrap();
@@ -1038,19 +1187,26 @@ impl Inner {
         let engine = self.engine.read().unwrap();
         let counts = engine.counts();
         let registry = self.registry.lock().unwrap();
+        let repair = self.repair.lock().unwrap();
         let mut under = 0u64;
+        let mut over = 0u64;
         let mut missing = 0u64;
+        let mut queue = 0u64;
         for (handle, _) in engine.all_chunks() {
-            let goal = engine
-                .goal_of_chunk(handle)
-                .unwrap_or(self.config.replication);
-            let live = registry.live_replicas(handle, now).len();
+            let goal = self.goal_of(&engine, handle) as usize;
+            let live = registry.live_locations(handle, now).len();
             if live == 0 {
                 missing += 1;
-            } else if live < goal as usize {
+            } else if live < goal {
                 under += 1;
+                if live + repair.in_flight_for(handle) < goal {
+                    queue += 1;
+                }
+            } else if live > goal {
+                over += 1;
             }
         }
+        let stats = repair.stats();
         Ok(ClusterStatusReply {
             masters: vec![MasterStatus {
                 addr: self.addr.lock().unwrap().clone(),
@@ -1068,6 +1224,186 @@ impl Inner {
             under_replicated_chunks: under,
             missing_chunks: missing,
             corrupt_reports: registry.corrupt_reports(),
+            over_replicated_chunks: over,
+            repair_queue: queue,
+            clones_in_flight: repair.in_flight() as u64,
+            clones_done: stats.done,
+            cloned_bytes: stats.bytes,
+            clones_failed: stats.failed,
+        })
+    }
+
+    /// Walk the namespace below `path` (directory by directory, taking the locks for one
+    /// directory or file at a time) and judge every chunk of every regular file.
+    async fn fsck(&self, req: Request<Fsck>) -> Result<FsckReply, FsError> {
+        let m = req.msg;
+        let max_problems = m.max_problems.min(10_000) as usize;
+        let root = self.engine.read().unwrap().resolve(&m.path)?;
+        let mut out = FsckReply {
+            path: m.path.clone(),
+            ..FsckReply::default()
+        };
+        let base = if m.path == "/" {
+            String::new()
+        } else {
+            m.path.trim_end_matches('/').to_string()
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut dirs: Vec<(InodeId, String)> = Vec::new();
+        let mut files: Vec<(InodeId, String)> = Vec::new();
+        match root.kind {
+            FileKind::Directory => dirs.push((root.inode, base)),
+            FileKind::File => files.push((root.inode, m.path.clone())),
+            _ => {}
+        }
+        loop {
+            // Files first, so at most one directory's listing is held at a time.
+            if let Some((inode, path)) = files.pop() {
+                if seen.insert(inode) {
+                    self.fsck_file(inode, &path, max_problems, &mut out);
+                }
+                continue;
+            }
+            let Some((dir, path)) = dirs.pop() else { break };
+            out.directories += 1;
+            let mut after: Option<String> = None;
+            loop {
+                let (entries, more) =
+                    self.engine
+                        .read()
+                        .unwrap()
+                        .readdir(dir, after.as_deref(), 10_000)?;
+                after = entries.last().map(|e| e.name.clone());
+                for e in entries {
+                    let child = format!("{path}/{}", e.name);
+                    match e.kind {
+                        FileKind::Directory => dirs.push((e.inode, child)),
+                        FileKind::File => files.push((e.inode, child)),
+                        _ => {}
+                    }
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn fsck_file(&self, inode: InodeId, path: &str, max_problems: usize, out: &mut FsckReply) {
+        let now = Instant::now();
+        let engine = self.engine.read().unwrap();
+        let Ok(attr) = engine.getattr(inode) else {
+            return; // gone since it was listed
+        };
+        let Ok(chunks) = engine.chunks(inode, 0, u32::MAX) else {
+            return;
+        };
+        out.files += 1;
+        out.bytes += attr.size;
+        let registry = self.registry.lock().unwrap();
+        for (index, handle, version) in chunks {
+            let goal = self.goal_of(&engine, handle);
+            let live = registry.live_locations(handle, now).len() as u32;
+            let corrupt = registry
+                .marks_of(handle)
+                .filter(|(_, m)| m.kind == MarkKind::Corrupt)
+                .count() as u32;
+            out.chunks += 1;
+            out.corrupt_replicas += corrupt as u64;
+            match live {
+                0 => out.missing += 1,
+                l if l < goal => out.under_replicated += 1,
+                l if l > goal => out.over_replicated += 1,
+                _ => out.healthy += 1,
+            }
+            if live != goal || corrupt > 0 {
+                if out.problems.len() < max_problems {
+                    out.problems.push(FsckProblem {
+                        path: path.to_string(),
+                        index,
+                        handle,
+                        version,
+                        live,
+                        goal,
+                        corrupt,
+                    });
+                } else {
+                    out.problems_truncated = true;
+                }
+            }
+        }
+    }
+
+    /// Every replica the master knows of, for a range of a file's chunks.
+    async fn file_info(&self, req: Request<FileInfo>) -> Result<FileInfoReply, FsError> {
+        let m = req.msg;
+        let count = m.count.clamp(1, 1024);
+        let now = Instant::now();
+        let engine = self.engine.read().unwrap();
+        let size = engine.getattr(m.inode)?.size;
+        let cs = engine.chunk_size();
+        let mut chunks = engine.chunks(m.inode, m.first_index, count.saturating_add(1))?;
+        let more = chunks.len() > count as usize;
+        chunks.truncate(count as usize);
+        let registry = self.registry.lock().unwrap();
+        let out = chunks
+            .into_iter()
+            .map(|(index, handle, version)| {
+                let lease = registry
+                    .lease(handle)
+                    .filter(|l| l.version == version && l.expires > now);
+                let mut replicas: Vec<ReplicaInfo> = Vec::new();
+                let mut add = |id, state, reported: Option<ChunkVersion>| {
+                    let Some(server) = registry.server_ref(id) else {
+                        return;
+                    };
+                    if replicas.iter().any(|r| r.server.id == id) {
+                        return;
+                    }
+                    let primary =
+                        state == ReplicaState::Live && lease.is_some_and(|l| l.primary == id);
+                    replicas.push(ReplicaInfo {
+                        server,
+                        state,
+                        reported_version: reported.filter(|v| *v != version),
+                        primary,
+                        lease_remaining_ms: lease
+                            .filter(|_| primary)
+                            .map(|l| (l.expires - now).as_millis() as u64),
+                    });
+                };
+                for id in registry.locations(handle) {
+                    let state = if registry.is_alive(id, now) {
+                        ReplicaState::Live
+                    } else {
+                        ReplicaState::Dead
+                    };
+                    add(id, state, None);
+                }
+                for (id, mark) in registry.marks_of(handle) {
+                    match mark.kind {
+                        MarkKind::Corrupt => add(id, ReplicaState::Corrupt, None),
+                        MarkKind::Stale(v) => add(id, ReplicaState::Stale, Some(v)),
+                    }
+                }
+                for (id, v) in registry.reported_stale(handle) {
+                    add(id, ReplicaState::Stale, Some(v));
+                }
+                ChunkReplicas {
+                    index,
+                    handle,
+                    version,
+                    len: size.saturating_sub(index.saturating_mul(cs)).min(cs),
+                    goal: self.goal_of(&engine, handle),
+                    replicas,
+                }
+            })
+            .collect();
+        Ok(FileInfoReply {
+            size,
+            chunks: out,
+            more,
         })
     }
 }

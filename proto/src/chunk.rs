@@ -111,3 +111,31 @@ pub struct PingReply {
     pub node: NodeId,
 }
 rpc!(ChunkserverPing => PingReply, ChunkserverPing, [Client, Chunkserver, Master]);
+
+/// Master → chunkserver (the clone's target): copy chunk `handle` at exactly `version` from
+/// `source` with verified [`ReadChunk`]s, in pieces, and install it here at `version`, replacing
+/// any older copy this server holds. The copy is built at version 0 ([`ChunkVersion::INCOMPLETE`]:
+/// never current, so never served or made a location) and moved to `version` only once every
+/// byte is durable, so a crash mid-clone leaves nothing the master would count. Refused with
+/// `StaleVersion` if this server holds the chunk at a newer version. Answered once the copy is
+/// durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneChunk {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub source: ServerRef,
+    /// The length the master expects (from the file's size; an estimate). The target copies the
+    /// source's whole chunk, to the `chunk_len` of the source's reply, so replicas stay identical
+    /// even past the file's size.
+    pub len: u64,
+    /// Pace of the copy in bytes per second (0: as fast as it goes), so client traffic keeps
+    /// flowing while chunks are re-replicated.
+    pub bytes_per_sec: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneReply {
+    /// Bytes copied: the chunk's length.
+    pub len: u64,
+}
+rpc!(CloneChunk => CloneReply, CloneChunk, [Master]);

@@ -45,6 +45,13 @@ impl InodeId {
     pub const ROOT: InodeId = InodeId(1);
 }
 
+impl ChunkVersion {
+    /// A replica still being cloned (see `chunk::CloneChunk`). Chunks start at version 1 and the
+    /// first grant moves them to 2, so version 0 is never current: such a replica is never served
+    /// and never becomes a location.
+    pub const INCOMPLETE: ChunkVersion = ChunkVersion(0);
+}
+
 impl ChunkHandle {
     /// Chunk file names print handles as 16 hex digits.
     pub fn hex(self) -> String {

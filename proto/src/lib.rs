@@ -104,12 +104,16 @@ pub enum Method {
     PurgeTrash = 82,
     SetGoal = 83,
     GetGoal = 84,
+    // chunk lifecycle: re-replication (chunkserver) and health reports (master)
+    CloneChunk = 70,
+    Fsck = 71,
+    FileInfo = 72,
 }
 
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 44] = [
+        const ALL: [Method; 47] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -154,6 +158,9 @@ impl Method {
             PurgeTrash,
             SetGoal,
             GetGoal,
+            CloneChunk,
+            Fsck,
+            FileInfo,
         ];
         ALL.into_iter().find(|m| *m as u16 == v)
     }
@@ -212,9 +219,10 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 44, "every method is listed once");
+        assert_eq!(n, 47, "every method is listed once");
         assert_eq!(Method::from_u16(80), Some(Method::ListTrash));
         assert_eq!(Method::from_u16(84), Some(Method::GetGoal));
+        assert_eq!(Method::from_u16(70), Some(Method::CloneChunk));
     }
 
     #[test]

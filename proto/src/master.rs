@@ -357,10 +357,25 @@ pub struct ClusterStatusReply {
     pub chunkservers: Vec<ChunkserverStatus>,
     pub chunk_size: u64,
     pub replication: u32,
+    /// Chunks with fewer live current replicas than their goal (but at least one).
     pub under_replicated_chunks: u64,
+    /// Chunks with no live current replica.
     pub missing_chunks: u64,
     /// Replicas reported corrupt (failed checksums) since the master started.
     pub corrupt_reports: u64,
+    /// Chunks with more live current replicas than their goal (extras are being deleted).
+    pub over_replicated_chunks: u64,
+    /// The re-replication queue: under-replicated chunks still short of their goal once the
+    /// clones in flight are counted.
+    pub repair_queue: u64,
+    /// Clones (`CloneChunk`) in flight now.
+    pub clones_in_flight: u64,
+    /// Clones that completed and added a replica, and the bytes they copied, since the master
+    /// started.
+    pub clones_done: u64,
+    pub cloned_bytes: u64,
+    /// Clones that failed or were discarded (the chunk changed meanwhile).
+    pub clones_failed: u64,
 }
 rpc!(ClusterStatus => ClusterStatusReply, ClusterStatus, [Client, Master, Chunkserver]);
 
@@ -446,3 +461,130 @@ pub struct GetGoal {
     pub inode: InodeId,
 }
 rpc!(GetGoal => u32, GetGoal, [Client, Master]);
+/// Health of the chunks of every regular file at or below `path` (`quarry fsck`). The master
+/// walks the namespace directory by directory; the report is not one atomic snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fsck {
+    pub path: String,
+    /// Most problem chunks listed in the reply (the counts always cover every chunk).
+    pub max_problems: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckReply {
+    pub path: String,
+    /// Regular files (each inode once, however many links) and directories walked.
+    pub files: u64,
+    pub directories: u64,
+    /// Bytes of those files (their sizes).
+    pub bytes: u64,
+    pub chunks: u64,
+    /// Chunks with exactly their goal of live current replicas.
+    pub healthy: u64,
+    /// Chunks with at least one but fewer than their goal.
+    pub under_replicated: u64,
+    /// Chunks with more than their goal.
+    pub over_replicated: u64,
+    /// Replicas known to have failed a checksum (withdrawn; being deleted and replaced).
+    pub corrupt_replicas: u64,
+    /// Chunks with no live current replica: unreadable until a holder comes back.
+    pub missing: u64,
+    /// Chunks that are not healthy or have a corrupt replica, up to `max_problems`.
+    pub problems: Vec<FsckProblem>,
+    /// More problem chunks exist than are listed.
+    pub problems_truncated: bool,
+}
+
+impl FsckReply {
+    /// The overall verdict, worst first: MISSING, CORRUPT, UNDER-REPLICATED, HEALTHY.
+    /// Over-replication alone is healthy (the extras are being deleted).
+    pub fn status(&self) -> &'static str {
+        if self.missing > 0 {
+            "MISSING"
+        } else if self.corrupt_replicas > 0 {
+            "CORRUPT"
+        } else if self.under_replicated > 0 {
+            "UNDER-REPLICATED"
+        } else {
+            "HEALTHY"
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckProblem {
+    pub path: String,
+    pub index: u64,
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub live: u32,
+    pub goal: u32,
+    pub corrupt: u32,
+}
+rpc!(Fsck => FsckReply, Fsck, [Client, Master]);
+
+/// Every replica the master knows of, for chunks `first_index .. first_index + count` of a
+/// regular file (`quarry fileinfo`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub inode: InodeId,
+    pub first_index: u64,
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfoReply {
+    pub size: u64,
+    pub chunks: Vec<ChunkReplicas>,
+    /// Chunks with a higher index exist.
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkReplicas {
+    pub index: u64,
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    /// Bytes of the file in this chunk (from the file's size); a replica may hold more (bytes of
+    /// writes whose size was never committed).
+    pub len: u64,
+    pub goal: u32,
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    pub server: ServerRef,
+    pub state: ReplicaState,
+    /// The version this server last reported, when it differs from the chunk's.
+    pub reported_version: Option<ChunkVersion>,
+    /// This replica holds the chunk's lease, as the master counts it.
+    pub primary: bool,
+    /// The lease's remaining time by the master's count (which ends no earlier than the
+    /// primary's).
+    pub lease_remaining_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaState {
+    /// A current replica on a live server: served to readers.
+    Live,
+    /// A current replica on a server that stopped heartbeating.
+    Dead,
+    /// An older version (missed mutations): never served, deleted.
+    Stale,
+    /// Failed a checksum: never served, deleted once a good replica exists.
+    Corrupt,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Live => "live",
+            ReplicaState::Dead => "dead",
+            ReplicaState::Stale => "stale",
+            ReplicaState::Corrupt => "corrupt",
+        }
+    }
+}
+rpc!(FileInfo => FileInfoReply, FileInfo, [Client, Master]);

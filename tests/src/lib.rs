@@ -13,8 +13,8 @@ use quarry_client::{Client, ClientConfig};
 use quarry_mapred::coordinator::{Coordinator, CoordinatorConfig};
 use quarry_mapred::worker::{Worker, WorkerConfig};
 use quarry_master::MasterConfig;
-use quarry_proto::master::ClusterStatusReply;
-use quarry_proto::Role;
+use quarry_proto::master::{ClusterStatusReply, Fsck, FsckReply};
+use quarry_proto::{ChunkHandle, ChunkVersion, Role};
 use quarry_transport::certs::{ClusterCa, NodeCert};
 use quarry_transport::quic::QuicNode;
 use std::future::Future;
@@ -42,6 +42,13 @@ pub struct Options {
     pub task_delay_ms: u64,
     /// How long deleted files stay in the master's trash (0, the library default: no trash).
     pub trash_retention_ms: u64,
+    /// Re-replication: how often the master looks, clones in flight, pace of each clone.
+    pub repair_interval_ms: u64,
+    pub max_concurrent_clones: u32,
+    pub clone_bandwidth: u64,
+    /// Scrubbing: bytes per second (0: off), and how long a chunk must be idle first.
+    pub scrub_bytes_per_sec: u64,
+    pub scrub_idle_ms: u64,
 }
 
 impl Default for Options {
@@ -58,6 +65,11 @@ impl Default for Options {
             worker_slots: 2,
             task_delay_ms: 0,
             trash_retention_ms: 0,
+            repair_interval_ms: 200,
+            max_concurrent_clones: 8,
+            clone_bandwidth: 64 << 20,
+            scrub_bytes_per_sec: 16 << 20,
+            scrub_idle_ms: 60_000,
         }
     }
 }
@@ -78,6 +90,13 @@ impl Options {
         self
     }
 
+    /// Scrub at `bytes_per_sec` (0: off) chunks idle for `idle_ms`.
+    pub fn scrub(mut self, bytes_per_sec: u64, idle_ms: u64) -> Self {
+        self.scrub_bytes_per_sec = bytes_per_sec;
+        self.scrub_idle_ms = idle_ms;
+        self
+    }
+
     fn master_config(&self, dir: PathBuf) -> MasterConfig {
         let mut c = MasterConfig::new(dir);
         c.chunk_size = self.chunk_size;
@@ -86,6 +105,9 @@ impl Options {
         c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
         c.trash_retention_ms = self.trash_retention_ms;
+        c.repair_interval_ms = self.repair_interval_ms;
+        c.max_concurrent_clones = self.max_concurrent_clones;
+        c.clone_bandwidth_bytes_per_sec = self.clone_bandwidth;
         c
     }
 
@@ -106,6 +128,8 @@ impl Options {
         let mut c = ChunkserverConfig::new(dir, vec![master.to_string()]);
         c.heartbeat_interval_ms = self.heartbeat_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
+        c.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
+        c.scrub_idle_ms = self.scrub_idle_ms;
         c
     }
 
@@ -121,6 +145,11 @@ impl Options {
             format!("--mr-worker-timeout-ms={}", self.worker_timeout_ms),
             format!("--mr-slots={}", self.worker_slots),
             format!("--mr-task-delay-ms={}", self.task_delay_ms),
+            format!("--repair-interval-ms={}", self.repair_interval_ms),
+            format!("--max-concurrent-clones={}", self.max_concurrent_clones),
+            format!("--clone-bandwidth={}", self.clone_bandwidth),
+            format!("--scrub-bytes-per-sec={}", self.scrub_bytes_per_sec),
+            format!("--scrub-idle-ms={}", self.scrub_idle_ms),
         ]
     }
 }
@@ -418,6 +447,7 @@ pub struct ProcCluster {
     pub master_addr: SocketAddr,
     master: Proc,
     chunkservers: Vec<Proc>,
+    chunkserver_addrs: Vec<SocketAddr>,
     pub cluster_file: PathBuf,
 }
 
@@ -443,7 +473,10 @@ impl ProcCluster {
         };
         master.spawn();
         let mut chunkservers = Vec::new();
+        let mut chunkserver_addrs = Vec::new();
         for i in 0..opts.chunkservers {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            chunkserver_addrs.push(addr);
             let mut p = Proc {
                 args: [
                     vec![
@@ -453,7 +486,7 @@ impl ProcCluster {
                             dir.path().join(format!("chunkserver-{i}")).display()
                         ),
                         certs_flag.clone(),
-                        format!("--listen=127.0.0.1:{}", free_port()),
+                        format!("--listen={addr}"),
                         format!("--master={master_addr}"),
                         format!("--name=chunkserver-{i}"),
                     ],
@@ -473,6 +506,7 @@ impl ProcCluster {
             master_addr,
             master,
             chunkservers,
+            chunkserver_addrs,
             cluster_file,
         };
         c.wait_alive(c.opts.chunkservers).await;
@@ -481,6 +515,15 @@ impl ProcCluster {
 
     pub async fn client(&self) -> TestClient {
         connect_client(&self.certs, self.master_addr, Duration::from_secs(90)).await
+    }
+
+    pub fn chunkserver_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("chunkserver-{i}"))
+    }
+
+    /// The address chunkserver `i` listens on (and the master lists it under).
+    pub fn chunkserver_addr(&self, i: usize) -> SocketAddr {
+        self.chunkserver_addrs[i]
     }
 
     pub async fn wait_alive(&self, n: usize) {
@@ -533,6 +576,62 @@ impl Drop for ProcCluster {
         }
         self.master.kill9();
     }
+}
+
+/// The master's health report of everything below `path` (what `quarry fsck` prints).
+pub async fn fsck(client: &Client, path: &str) -> Result<FsckReply, quarry_proto::FsError> {
+    client
+        .rpc_master(&Fsck {
+            path: path.to_string(),
+            max_problems: 100,
+        })
+        .await
+}
+
+/// The chunk files in a chunkserver's data directory: (handle, version) from their names.
+pub fn chunk_files(chunkserver_dir: &Path) -> Vec<(ChunkHandle, ChunkVersion)> {
+    let Ok(dir) = std::fs::read_dir(chunkserver_dir.join("chunks")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = dir
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let (hex, version) = name.strip_suffix(".chunk")?.split_once('.')?;
+            Some((
+                ChunkHandle(u64::from_str_radix(hex, 16).ok()?),
+                ChunkVersion(version.parse().ok()?),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Flip one byte of a chunk's data on disk, behind the store's back (bit rot). The file is
+/// `chunks/<handle>.<version>.chunk`; its data starts at the header's `data_offset` (a u64 at
+/// byte 48; `docs/chunk-format.md`).
+pub fn flip_byte(chunkserver_dir: &Path, handle: ChunkHandle, data_byte: u64) {
+    use std::os::unix::fs::FileExt;
+    let (_, version) = chunk_files(chunkserver_dir)
+        .into_iter()
+        .find(|(h, _)| *h == handle)
+        .expect("the chunkserver holds the chunk");
+    let path = chunkserver_dir
+        .join("chunks")
+        .join(format!("{}.{}.chunk", handle.hex(), version));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut offset = [0u8; 8];
+    file.read_exact_at(&mut offset, 48).unwrap();
+    let at = u64::from_le_bytes(offset) + data_byte;
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x5a;
+    file.write_all_at(&b, at).unwrap();
+    file.sync_all().unwrap();
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
