@@ -72,7 +72,7 @@ fn setup_with(n: usize, configure: impl Fn(&mut ChunkserverConfig)) -> Net {
         master: RpcClient::new(master_t).with_timeout(Duration::from_secs(5)),
         client,
         reports,
-        nodes: nodes,
+        nodes,
     }
 }
 
