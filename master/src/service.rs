@@ -108,6 +108,8 @@ struct Inner {
     started: Instant,
     /// Re-replication state. Lock order: engine, then registry, then repair.
     repair: Mutex<Repair>,
+    /// Wakes the repair loop before its interval ends (a clone succeeded: its slot is free).
+    repair_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Marks a lease grant in progress for the repair loop (see [`Repair::grant_started`]).
@@ -162,6 +164,7 @@ impl Master {
         });
         let inner = Arc::new(Inner {
             repair: Mutex::new(repair),
+            repair_wake: Arc::new(tokio::sync::Notify::new()),
             config,
             engine: RwLock::new(engine),
             registry: Mutex::new(registry),
@@ -174,7 +177,10 @@ impl Master {
         });
         tokio::spawn(log_writer(Arc::downgrade(&inner), oplog, log_rx));
         tokio::spawn(purge_loop(Arc::downgrade(&inner)));
-        tokio::spawn(repair_loop(Arc::downgrade(&inner)));
+        tokio::spawn(repair_loop(
+            Arc::downgrade(&inner),
+            inner.repair_wake.clone(),
+        ));
         Ok(Master { inner })
     }
 
@@ -355,15 +361,18 @@ async fn log_writer(inner: std::sync::Weak<Inner>, oplog: OpLog, mut rx: mpsc::R
     }
 }
 
-/// Every `repair_interval_ms`, look for chunks to repair and start their clones (until the master
-/// is dropped).
-async fn repair_loop(inner: std::sync::Weak<Inner>) {
+/// Every `repair_interval_ms`, and as soon as a clone succeeds (its slot is free), look for
+/// chunks to repair and start their clones (until the master is dropped).
+async fn repair_loop(inner: std::sync::Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
     loop {
         let interval = match inner.upgrade() {
             Some(i) => Duration::from_millis(i.config.repair_interval_ms.max(10)),
             None => return,
         };
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = wake.notified() => {}
+        }
         let Some(inner) = inner.upgrade() else { return };
         inner.repair_tick();
     }
@@ -509,6 +518,9 @@ impl Inner {
                 if done == Finished::Added {
                     tracing::info!(handle = %order.handle, target = %order.target.addr,
                         source = %order.source.addr, "re-replicated chunk");
+                    // Its slot is free: start the next clone now. (A failure waits for the next
+                    // interval, so a target that keeps refusing is not retried in a loop.)
+                    inner.repair_wake.notify_one();
                 }
             });
         }
