@@ -733,3 +733,13 @@ pub fn c_sort(text: &[u8]) -> Vec<u8> {
     assert!(out.status.success());
     out.stdout
 }
+
+/// The whole file at `path`, read through the client.
+pub async fn read_whole(client: &Client, path: &str) -> Vec<u8> {
+    let a = client.stat(path).await.unwrap();
+    client
+        .read(a.inode, 0, a.size, a.size)
+        .await
+        .unwrap()
+        .to_vec()
+}

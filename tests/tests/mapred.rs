@@ -13,7 +13,7 @@ use quarry_mapred::apps::run_sequential;
 use quarry_mapred::worker::write_file;
 use quarry_proto::job::*;
 use quarry_proto::{FileKind, OpId};
-use quarry_tests::{c_sort, corpus, run_cli, wait_for, Cluster, Options, ProcCluster};
+use quarry_tests::{c_sort, corpus, read_whole, run_cli, wait_for, Cluster, Options, ProcCluster};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,15 +23,6 @@ async fn put(client: &Client, path: &str, data: Vec<u8>) {
         client.mkdir_p(dir, 0o755).await.unwrap();
     }
     write_file(client, path, Bytes::from(data)).await.unwrap();
-}
-
-async fn read_all(client: &Client, path: &str) -> Vec<u8> {
-    let a = client.stat(path).await.unwrap();
-    client
-        .read(a.inode, 0, a.size, a.size)
-        .await
-        .unwrap()
-        .to_vec()
 }
 
 /// Upload every file of a local directory to `remote`; returns (remote path, bytes) in name
@@ -136,7 +127,7 @@ async fn final_output(client: &Client, s: &JobStatus) -> Vec<u8> {
     );
     let mut all = Vec::new();
     for p in &s.outputs {
-        all.extend(read_all(client, p).await);
+        all.extend(read_whole(client, p).await);
     }
     all
 }

@@ -59,15 +59,6 @@ async fn write_file(client: &Client, path: &str, data: &[u8]) -> InodeId {
     a.inode
 }
 
-async fn read_file(client: &Client, path: &str) -> Vec<u8> {
-    let a = client.stat(path).await.unwrap();
-    client
-        .read(a.inode, 0, a.size, a.size)
-        .await
-        .unwrap()
-        .to_vec()
-}
-
 async fn handles(client: &Client, inode: InodeId) -> Vec<ChunkHandle> {
     client
         .chunks(inode)
@@ -164,7 +155,7 @@ async fn trashed_chunks_stay_until_the_retention_then_leave_every_disk() {
         deleted_at.elapsed() < retention,
         "the test machine was too slow to restore within the retention"
     );
-    assert_eq!(read_file(&client, "/d/f").await, data);
+    assert_eq!(read_whole(&client, "/d/f").await, data);
     assert_eq!(handles(&client, inode).await, hs);
     assert!(client.trash_list().await.unwrap().0.is_empty());
 
@@ -250,7 +241,7 @@ async fn setrep_changes_goals_and_where_new_chunks_go() {
         );
         assert_eq!(chunk_files(&dirs, c.handle).len(), 2);
     }
-    assert_eq!(read_file(&client, "/d/sub/new").await, data);
+    assert_eq!(read_whole(&client, "/d/sub/new").await, data);
 
     // Without -r on a directory: its own goal only (what new children inherit).
     write_file(&client, "/e/before", &data[..10]).await;
