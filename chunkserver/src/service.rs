@@ -9,10 +9,10 @@
 use crate::store::ChunkStore;
 use bytes::{Bytes, BytesMut};
 use quarry_proto::chunk::*;
-use quarry_proto::master::{Heartbeat, ReportBadChunk};
-use quarry_proto::{ChunkHandle, ChunkVersion, DataId, FsError, NodeId};
+use quarry_proto::master::{Heartbeat, ReportBadChunk, ReportFailedReplica};
+use quarry_proto::{ChunkHandle, ChunkVersion, DataId, FsError, NodeId, OpId};
 use quarry_transport::{Reply, Request, Router, RpcClient};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,10 @@ pub struct ChunkserverConfig {
     pub scrub_bytes_per_sec: u64,
     /// Scrubbing skips chunks written (or created) less than this long ago.
     pub scrub_idle_ms: u64,
+    /// Fault injection for tests (0 in production): as primary, answer this many per mille of
+    /// the mutations that succeeded on every replica with an error instead, as if the reply
+    /// had been lost, so that the client retries a mutation that is already applied.
+    pub fault_lose_commit_replies_per_mille: u32,
 }
 
 impl ChunkserverConfig {
@@ -50,6 +54,37 @@ impl ChunkserverConfig {
             rpc_timeout_ms: 10_000,
             scrub_bytes_per_sec: 16 << 20,
             scrub_idle_ms: 60_000,
+            fault_lose_commit_replies_per_mille: 0,
+        }
+    }
+}
+
+/// How many appended records every replica remembers (oldest forgotten first) for exactly-once
+/// record append: a retry of a record must arrive before this many later appends did.
+const APPEND_MEMO_RECORDS: usize = 1 << 18;
+
+/// Where appended records landed: `(chunk, record) → (offset, len)`, bounded, oldest first out.
+/// Kept by every replica (secondaries learn it from [`ApplyMutation::record`]), so a new primary
+/// knows too.
+#[derive(Default)]
+struct AppendMemo {
+    placed: HashMap<(ChunkHandle, OpId), (u64, u64)>,
+    order: VecDeque<(ChunkHandle, OpId)>,
+}
+
+impl AppendMemo {
+    fn get(&self, handle: ChunkHandle, op: OpId) -> Option<(u64, u64)> {
+        self.placed.get(&(handle, op)).copied()
+    }
+
+    fn insert(&mut self, handle: ChunkHandle, op: OpId, offset: u64, len: u64) {
+        if self.placed.insert((handle, op), (offset, len)).is_none() {
+            self.order.push_back((handle, op));
+        }
+        while self.order.len() > APPEND_MEMO_RECORDS {
+            if let Some(old) = self.order.pop_front() {
+                self.placed.remove(&old);
+            }
         }
     }
 }
@@ -169,6 +204,9 @@ struct Inner {
     cloning: Mutex<HashMap<ChunkHandle, u32>>,
     cloned_at: Mutex<HashMap<ChunkHandle, Instant>>,
     scrub: Mutex<ScrubStats>,
+    appends: Mutex<AppendMemo>,
+    /// Counts commits for the lost-reply fault injection.
+    commits: AtomicU64,
 }
 
 /// Counts a request in flight for the load figure of heartbeats.
@@ -212,6 +250,8 @@ impl Chunkserver {
                 cloning: Mutex::new(HashMap::new()),
                 cloned_at: Mutex::new(HashMap::new()),
                 scrub: Mutex::new(ScrubStats::default()),
+                appends: Mutex::new(AppendMemo::default()),
+                commits: AtomicU64::new(0),
             }),
         }
     }
@@ -485,36 +525,65 @@ impl Inner {
                 request: m.version.0,
             });
         }
-        // Resolve appends to a plain write at the chunk's end (or padding when it does not fit).
-        let (resolved, chunk_full) = match m.mutation {
+        // Resolve appends to a plain write: at the offset where this record already landed if
+        // it did (a retry), else at the chunk's end, or to padding when it does not fit.
+        let (resolved, chunk_full, record) = match m.mutation {
             Mutation::Append {
                 data_id,
                 len,
                 chunk_size,
+                op,
             } => {
-                let store = self.store.clone();
-                let version = m.version;
-                let end = blocking(move || store.len(handle, version)).await?;
-                if end + len > chunk_size {
-                    // Discard the record's data here; the client retries on the next chunk.
-                    let _ = self.take_buffer(data_id, len);
-                    (Mutation::Truncate { len: chunk_size }, true)
-                } else {
-                    (
-                        Mutation::Write {
-                            offset: end,
-                            data_id,
-                            len,
-                        },
-                        false,
-                    )
+                let placed = self.appends.lock().unwrap().get(handle, op);
+                match placed {
+                    Some((offset, placed_len)) => {
+                        if placed_len != len {
+                            let _ = self.take_buffer(data_id, len);
+                            return Err(FsError::InvalidArgument(format!(
+                                "record {}:{} retried with {len} bytes, placed with {placed_len}",
+                                op.client.0, op.seq
+                            )));
+                        }
+                        // Placed before (its reply was lost, or a replica failed): write it
+                        // again at the same offset, so every current replica holds it once.
+                        (
+                            Mutation::Write {
+                                offset,
+                                data_id,
+                                len,
+                            },
+                            false,
+                            Some(op),
+                        )
+                    }
+                    None => {
+                        let store = self.store.clone();
+                        let version = m.version;
+                        let end = blocking(move || store.len(handle, version)).await?;
+                        if end + len > chunk_size {
+                            // Discard the record's data here; the client retries on the next
+                            // chunk.
+                            let _ = self.take_buffer(data_id, len);
+                            (Mutation::Truncate { len: chunk_size }, true, None)
+                        } else {
+                            (
+                                Mutation::Write {
+                                    offset: end,
+                                    data_id,
+                                    len,
+                                },
+                                false,
+                                Some(op),
+                            )
+                        }
+                    }
                 }
             }
-            other => (other, false),
+            other => (other, false, None),
         };
-        let offset = match resolved {
-            Mutation::Write { offset, .. } => offset,
-            Mutation::Truncate { len } => len,
+        let (offset, written_len) = match resolved {
+            Mutation::Write { offset, len, .. } => (offset, len),
+            Mutation::Truncate { len } => (len, 0),
             Mutation::Append { .. } => unreachable!("resolved above"),
         };
         // The secondaries apply while this replica does (each fsyncs before answering); the
@@ -525,45 +594,121 @@ impl Inner {
             version: m.version,
             serial,
             mutation: resolved.clone(),
+            record,
         };
-        let mut set = tokio::task::JoinSet::new();
-        for s in secondaries {
-            let rpc = rpc.clone();
-            let apply = apply.clone();
-            set.spawn(async move {
-                rpc.call(&s.addr, &apply)
-                    .await
-                    .map_err(|e| (s.addr.clone(), e))
-            });
-        }
+        let total = secondaries.len() + 1;
+        let calls: Vec<_> = secondaries
+            .into_iter()
+            .map(|s| {
+                let rpc = rpc.clone();
+                let apply = apply.clone();
+                let addr = s.addr.clone();
+                (
+                    s,
+                    tokio::spawn(async move { rpc.call(&addr, &apply).await }),
+                )
+            })
+            .collect();
         let local = self.apply_local(handle, m.version, &resolved).await;
-        let mut failure = None;
-        while let Some(res) = set.join_next().await {
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err((addr, e))) => {
-                    tracing::warn!(%handle, secondary = %addr, "mutation failed on secondary: {e}");
-                    failure.get_or_insert(match e {
-                        FsError::NoSpace => FsError::NoSpace,
-                        e if e.is_retryable() => {
-                            FsError::Unavailable(format!("secondary {addr}: {e}"))
-                        }
-                        e => e,
-                    });
-                }
-                Err(e) => {
-                    failure.get_or_insert(FsError::Io(format!("secondary task failed: {e}")));
-                }
+        if let (Ok(_), Some(op)) = (&local, record) {
+            self.appends
+                .lock()
+                .unwrap()
+                .insert(handle, op, offset, written_len);
+        }
+        let mut failed: Vec<(NodeId, FsError)> = Vec::new();
+        for (s, call) in calls {
+            let res = call
+                .await
+                .unwrap_or_else(|e| Err(FsError::Io(format!("secondary task failed: {e}"))));
+            if let Err(e) = res {
+                tracing::warn!(%handle, secondary = %s.addr, "mutation failed on secondary: {e}");
+                failed.push((s.id, e));
             }
         }
-        let chunk_len = local?;
-        if let Some(e) = failure {
-            return Err(e);
+        let chunk_len = match local {
+            Ok(len) => len,
+            Err(e) => {
+                tracing::warn!(%handle, "mutation failed on the primary: {e}");
+                failed.push((self.node, e));
+                0
+            }
+        };
+        if failed.is_empty() {
+            let lose = self.config.fault_lose_commit_replies_per_mille;
+            if lose > 0 {
+                let n = self.commits.fetch_add(1, Ordering::Relaxed);
+                if n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54 < u64::from(lose) * 1024 / 1000 {
+                    return Err(FsError::Unavailable(
+                        "fault injection: the commit's reply was lost".into(),
+                    ));
+                }
+            }
+            if chunk_full {
+                return Err(FsError::ChunkFull);
+            }
+            return Ok(CommitReply { offset, chunk_len });
         }
-        if chunk_full {
-            return Err(FsError::ChunkFull);
+        if failed.len() == total {
+            // Applied nowhere: nothing to withdraw, the client gets the error (a full disk on
+            // every replica is ENOSPC).
+            return Err(if failed.iter().any(|(_, e)| *e == FsError::NoSpace) {
+                FsError::NoSpace
+            } else {
+                let (_, e) = failed.swap_remove(0);
+                if e.is_retryable() {
+                    FsError::Unavailable(format!("every replica failed: {e}"))
+                } else {
+                    e
+                }
+            });
         }
-        Ok(CommitReply { offset, chunk_len })
+        // Applied on some replicas only: the others may differ from them now. They are
+        // withdrawn (the master deletes them and re-replicates), this lease stops using them,
+        // and the client retries, on the remaining replicas or elsewhere.
+        let nodes: Vec<NodeId> = failed.iter().map(|(n, _)| *n).collect();
+        let lease_released = nodes.contains(&self.node);
+        {
+            let mut leases = self.leases.lock().unwrap();
+            if lease_released {
+                if leases.get(&handle).is_some_and(|l| l.version == m.version) {
+                    leases.remove(&handle);
+                }
+            } else if let Some(l) = leases.get_mut(&handle) {
+                l.replicas.retain(|r| !nodes.contains(&r.id));
+            }
+        }
+        self.report_failed(handle, m.version, nodes, lease_released)
+            .await;
+        let (_, first) = &failed[0];
+        Err(FsError::Unavailable(format!(
+            "chunk {handle}: the mutation failed on {} of {total} replicas ({first}); \
+             they were withdrawn, retry",
+            failed.len()
+        )))
+    }
+
+    /// Tell the master which replicas a mutation failed on (see [`ReportFailedReplica`]).
+    async fn report_failed(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        failed: Vec<NodeId>,
+        lease_released: bool,
+    ) {
+        let Ok(rpc) = self.rpc() else { return };
+        let report = ReportFailedReplica {
+            handle,
+            version,
+            failed,
+            lease_released,
+        };
+        for m in &self.config.masters {
+            match rpc.call(m, &report).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(%handle, master = %m, "failed-replica report: {e}"),
+            }
+        }
     }
 
     async fn apply_mutation(&self, req: Request<ApplyMutation>) -> Reply<()> {
@@ -583,6 +728,12 @@ impl Inner {
                 });
             }
             self.apply_local(m.handle, m.version, &m.mutation).await?;
+            if let (Some(op), Mutation::Write { offset, len, .. }) = (m.record, &m.mutation) {
+                self.appends
+                    .lock()
+                    .unwrap()
+                    .insert(m.handle, op, *offset, *len);
+            }
             Ok(())
         }
         .await;

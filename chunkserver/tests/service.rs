@@ -7,8 +7,8 @@ use bytes::Bytes;
 use quarry_chunkserver::store::{ChunkStore, MemStore};
 use quarry_chunkserver::{Chunkserver, ChunkserverConfig};
 use quarry_proto::chunk::*;
-use quarry_proto::master::{Heartbeat, HeartbeatReply, ReportBadChunk};
-use quarry_proto::{ChunkHandle, ChunkVersion, DataId, FsError, Role, ServerRef};
+use quarry_proto::master::{Heartbeat, HeartbeatReply, ReportBadChunk, ReportFailedReplica};
+use quarry_proto::{ChunkHandle, ChunkVersion, ClientId, DataId, FsError, OpId, Role, ServerRef};
 use quarry_transport::mem::MemNetwork;
 use quarry_transport::{Identity, Reply, Request, Router, RpcClient};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,7 @@ struct Net {
     master: RpcClient,
     client: RpcClient,
     reports: Arc<Mutex<Vec<ReportBadChunk>>>,
+    failed_reports: Arc<Mutex<Vec<ReportFailedReplica>>>,
     nodes: Vec<Chunkserver>,
 }
 
@@ -31,6 +32,12 @@ fn setup(n: usize, push_buffer_bytes: u64) -> Net {
 }
 
 fn setup_with(n: usize, configure: impl Fn(&mut ChunkserverConfig)) -> Net {
+    setup_full(&vec![64 << 20; n], configure)
+}
+
+/// One chunkserver per entry of `capacities` (bytes its store holds before `NoSpace`).
+fn setup_full(capacities: &[u64], configure: impl Fn(&mut ChunkserverConfig)) -> Net {
+    let n = capacities.len();
     let net = MemNetwork::new(1);
     // A stand-in master that answers heartbeats and records corruption reports.
     let reports = Arc::new(Mutex::new(Vec::new()));
@@ -43,13 +50,19 @@ fn setup_with(n: usize, configure: impl Fn(&mut ChunkserverConfig)) -> Net {
         seen.lock().unwrap().push(req.msg);
         async { Reply::ok(()) }
     });
+    let failed_reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = failed_reports.clone();
+    router.route::<ReportFailedReplica, _, _>(move |req: Request<ReportFailedReplica>| {
+        seen.lock().unwrap().push(req.msg);
+        async { Reply::ok(()) }
+    });
     let master_t = net.serve("master", Identity::new(Role::Master, "master"), router);
     let mut stores = Vec::new();
     let mut servers = Vec::new();
     let mut nodes = Vec::new();
     for i in 0..n {
         let addr = format!("cs{i}");
-        let store = Arc::new(MemStore::new(1 << 20, 64 << 20));
+        let store = Arc::new(MemStore::new(1 << 20, capacities[i]));
         let mut config = ChunkserverConfig::new(std::env::temp_dir(), vec!["master".into()]);
         config.heartbeat_interval_ms = 50;
         configure(&mut config);
@@ -72,6 +85,7 @@ fn setup_with(n: usize, configure: impl Fn(&mut ChunkserverConfig)) -> Net {
         master: RpcClient::new(master_t).with_timeout(Duration::from_secs(5)),
         client,
         reports,
+        failed_reports,
         nodes,
     }
 }
@@ -121,9 +135,34 @@ impl Net {
     }
 
     async fn commit(&self, version: u64, mutation: Mutation) -> Result<CommitReply, FsError> {
+        self.commit_at(0, version, mutation).await
+    }
+
+    /// Push `data` along the chain starting at server `first`, then the other servers.
+    async fn push_from(&self, first: usize, id: u64, data: &[u8]) -> Result<(), FsError> {
+        let forward: Vec<ServerRef> = (0..self.servers.len())
+            .filter(|&i| i != first)
+            .map(|i| self.servers[i].clone())
+            .collect();
+        let push = PushData {
+            data_id: DataId(id),
+            forward,
+            crc32c: crc32c::crc32c(data),
+        };
+        self.client
+            .call_with_body(&self.servers[first].addr, &push, Bytes::copy_from_slice(data))
+            .await
+    }
+
+    async fn commit_at(
+        &self,
+        primary: usize,
+        version: u64,
+        mutation: Mutation,
+    ) -> Result<CommitReply, FsError> {
         self.client
             .call(
-                &self.servers[0].addr,
+                &self.servers[primary].addr,
                 &CommitMutation {
                     handle: H,
                     version: ChunkVersion(version),
@@ -178,6 +217,10 @@ async fn appends_are_placed_by_the_primary_and_pad_a_full_chunk() {
                     data_id: DataId(i),
                     len: rec.len() as u64,
                     chunk_size: 1 << 20,
+                    op: OpId {
+                        client: ClientId(7),
+                        seq: i + 1,
+                    },
                 },
             )
             .await;
@@ -243,6 +286,7 @@ async fn no_lease_or_an_old_version_is_refused() {
                 version: ChunkVersion(2),
                 serial: 1,
                 mutation: Mutation::Truncate { len: 0 },
+                record: None,
             },
         )
         .await
@@ -261,6 +305,7 @@ async fn no_lease_or_an_old_version_is_refused() {
                 version: ChunkVersion(2),
                 serial: 1,
                 mutation: Mutation::Truncate { len: 0 },
+                record: None,
             },
         )
         .await
@@ -510,4 +555,170 @@ async fn the_scrubber_reports_a_corrupt_idle_chunk_without_any_read() {
     }
     assert_eq!(n.reports.lock().unwrap()[0].handle, H);
     assert_eq!(n.nodes[0].scrub_stats().mismatches, 1);
+}
+
+fn append(data_id: u64, len: usize, seq: u64) -> Mutation {
+    Mutation::Append {
+        data_id: DataId(data_id),
+        len: len as u64,
+        chunk_size: 1 << 20,
+        op: OpId {
+            client: ClientId(42),
+            seq,
+        },
+    }
+}
+
+/// Move every replica to `version` and give server `primary` the lease.
+async fn regrant(n: &Net, version: u64, primary: usize) {
+    for s in &n.servers {
+        n.master
+            .call(
+                &s.addr,
+                &BumpVersion {
+                    handle: H,
+                    version: ChunkVersion(version),
+                    create: false,
+                    lease_ms: None,
+                    replicas: n.servers.clone(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    n.master
+        .call(
+            &n.servers[primary].addr,
+            &BumpVersion {
+                handle: H,
+                version: ChunkVersion(version),
+                create: false,
+                lease_ms: Some(10_000),
+                replicas: n.servers.clone(),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retried_record_lands_once_even_through_a_new_primary() {
+    let n = setup(3, 64 << 20);
+    n.grant(2, true).await;
+    let a = vec![1u8; 1000];
+    let b = vec![2u8; 3000];
+    n.push(1, &a).await.unwrap();
+    assert_eq!(n.commit(2, append(1, a.len(), 1)).await.unwrap().offset, 0);
+    n.push(2, &b).await.unwrap();
+    assert_eq!(n.commit(2, append(2, b.len(), 2)).await.unwrap().offset, 1000);
+    // The reply of record 1 was "lost": its retry (new data id) lands where it did.
+    n.push(3, &a).await.unwrap();
+    assert_eq!(n.commit(2, append(3, a.len(), 1)).await.unwrap().offset, 0);
+    // A retry with another length is refused, not appended.
+    n.push(4, &b).await.unwrap();
+    let err = n.commit(2, append(4, b.len(), 1)).await.unwrap_err();
+    assert!(matches!(err, FsError::InvalidArgument(_)), "{err:?}");
+    // The lease moves to a former secondary, which learned the records' places when it applied
+    // them: a retry of record 2 through it lands once, at the same offset.
+    regrant(&n, 3, 1).await;
+    n.push_from(1, 5, &b).await.unwrap();
+    assert_eq!(
+        n.commit_at(1, 3, append(5, b.len(), 2)).await.unwrap().offset,
+        1000
+    );
+    let c = vec![3u8; 500];
+    n.push_from(1, 6, &c).await.unwrap();
+    assert_eq!(
+        n.commit_at(1, 3, append(6, c.len(), 3)).await.unwrap().offset,
+        4000
+    );
+    let v = ChunkVersion(3);
+    let mut want = a.clone();
+    want.extend_from_slice(&b);
+    want.extend_from_slice(&c);
+    for s in &n.stores {
+        assert_eq!(s.read(H, v, 0, 1 << 20).unwrap(), want);
+    }
+}
+
+#[tokio::test]
+async fn a_replica_that_fails_a_mutation_is_withdrawn_and_the_rest_go_on() {
+    // Server 2 holds 64 KiB, the others 64 MiB.
+    let n = setup_full(&[64 << 20, 64 << 20, 64 << 10], |_| {});
+    n.grant(2, true).await;
+    let small = vec![5u8; 10_000];
+    n.push(1, &small).await.unwrap();
+    assert_eq!(n.commit(2, append(1, small.len(), 1)).await.unwrap().offset, 0);
+    let big = vec![6u8; 100_000];
+    n.push(2, &big).await.unwrap();
+    let err = n.commit(2, append(2, big.len(), 2)).await.unwrap_err();
+    assert!(matches!(err, FsError::Unavailable(_)), "{err:?}");
+    let reports = n.failed_reports.lock().unwrap().clone();
+    assert_eq!(
+        reports,
+        vec![ReportFailedReplica {
+            handle: H,
+            version: ChunkVersion(2),
+            failed: vec![n.servers[2].id],
+            lease_released: false,
+        }]
+    );
+    // The retry lands once, at the same offset, on the two replicas that remain in the lease.
+    n.push(3, &big).await.unwrap();
+    assert_eq!(
+        n.commit(2, append(3, big.len(), 2)).await.unwrap().offset,
+        10_000
+    );
+    let v = ChunkVersion(2);
+    for s in &n.stores[..2] {
+        assert_eq!(s.len(H, v).unwrap(), 110_000);
+    }
+    assert_eq!(n.stores[2].len(H, v).unwrap(), 10_000);
+    assert_eq!(n.failed_reports.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_full_disk_on_every_replica_is_no_space_and_withdraws_nothing() {
+    let n = setup_full(&[64 << 10, 64 << 10], |_| {});
+    n.grant(2, true).await;
+    let big = vec![6u8; 100_000];
+    n.push(1, &big).await.unwrap();
+    let err = n
+        .commit(
+            2,
+            Mutation::Write {
+                offset: 0,
+                data_id: DataId(1),
+                len: big.len() as u64,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, FsError::NoSpace);
+    assert!(n.failed_reports.lock().unwrap().is_empty());
+    for s in &n.stores {
+        assert_eq!(s.len(H, ChunkVersion(2)).unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_primary_whose_own_write_fails_releases_its_lease() {
+    let n = setup_full(&[64 << 10, 64 << 20], |_| {});
+    n.grant(2, true).await;
+    let big = vec![6u8; 100_000];
+    n.push(1, &big).await.unwrap();
+    let w = |id| Mutation::Write {
+        offset: 0,
+        data_id: DataId(id),
+        len: big.len() as u64,
+    };
+    let err = n.commit(2, w(1)).await.unwrap_err();
+    assert!(matches!(err, FsError::Unavailable(_)), "{err:?}");
+    let reports = n.failed_reports.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].failed, vec![n.servers[0].id]);
+    assert!(reports[0].lease_released);
+    // The lease is gone: the next commit is refused until the master grants a new one.
+    n.push(2, &big).await.unwrap();
+    assert_eq!(n.commit(2, w(2)).await.unwrap_err(), FsError::NoLease(H.0));
 }

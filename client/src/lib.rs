@@ -617,7 +617,7 @@ impl Client {
                 .mutate(
                     inode,
                     index,
-                    |data_id| Mutation::Write {
+                    |data_id, _| Mutation::Write {
                         offset: in_chunk,
                         data_id,
                         len: n as u64,
@@ -664,10 +664,11 @@ impl Client {
                 .mutate(
                     inode,
                     index,
-                    |data_id| Mutation::Append {
+                    |data_id, op| Mutation::Append {
                         data_id,
                         len,
                         chunk_size: cs,
+                        op,
                     },
                     Some(record.clone()),
                 )
@@ -715,7 +716,7 @@ impl Client {
                 .any(|c| c.index == index);
             if exists {
                 self.inner
-                    .mutate(inode, index, |_| Mutation::Truncate { len: cut % cs }, None)
+                    .mutate(inode, index, |_, _| Mutation::Truncate { len: cut % cs }, None)
                     .await?;
             }
         }
@@ -939,7 +940,7 @@ impl Inner {
         &self,
         inode: InodeId,
         index: u64,
-        make: impl Fn(DataId) -> Mutation,
+        make: impl Fn(DataId, OpId) -> Mutation,
         data: Option<Bytes>,
     ) -> Result<CommitReply, FsError> {
         let deadline = Instant::now() + self.config.retry_deadline;
@@ -969,7 +970,7 @@ impl Inner {
                 let commit = CommitMutation {
                     handle: g.handle,
                     version: g.version,
-                    mutation: make(data_id),
+                    mutation: make(data_id, op),
                     secondaries: g.secondaries.clone(),
                 };
                 self.rpc.call(&g.primary.addr, &commit).await

@@ -98,6 +98,9 @@ pub struct Registry {
     /// most `grace_handles_up_to`) until every lease granted before the restart has expired.
     no_grants_before: Instant,
     grace_handles_up_to: ChunkHandle,
+    /// Free space a server must have left to receive a new chunk or replica (a chunk can grow
+    /// to the chunk size once placed).
+    reserve_bytes: u64,
 }
 
 /// What the registry needs to know about the replicated chunk table.
@@ -131,7 +134,19 @@ impl Registry {
             dead_after,
             no_grants_before,
             grace_handles_up_to,
+            reserve_bytes: 0,
         }
+    }
+
+    /// Servers with less than `bytes` free receive no new chunk or replica.
+    pub fn set_reserve(&mut self, bytes: u64) {
+        self.reserve_bytes = bytes;
+    }
+
+    /// Whether `s` has room for a new replica of up to `len` bytes (and the reserve).
+    fn has_room(&self, s: &Server, len: u64) -> bool {
+        s.capacity_bytes == 0
+            || s.used_bytes.saturating_add(len.max(self.reserve_bytes)) < s.capacity_bytes
     }
 
     pub fn is_alive(&self, id: NodeId, now: Instant) -> bool {
@@ -540,9 +555,7 @@ impl Registry {
         self.servers
             .values()
             .filter(|s| self.is_alive(s.id, now))
-            .filter(|s| {
-                s.capacity_bytes == 0 || s.used_bytes.saturating_add(len) < s.capacity_bytes
-            })
+            .filter(|s| self.has_room(s, len))
             .filter(|s| !holders.is_some_and(|h| h.contains(&s.id)))
             .filter(|s| self.mark(handle, s.id).is_none())
             .filter(|s| !skip(s.id))
@@ -567,7 +580,7 @@ impl Registry {
             .servers
             .values()
             .filter(|s| self.is_alive(s.id, now))
-            .filter(|s| s.capacity_bytes == 0 || s.used_bytes < s.capacity_bytes)
+            .filter(|s| self.has_room(s, 0))
             .collect();
         live.sort_by_key(|s| {
             let (bucket, chunks) = self.fullness(s.id);
@@ -603,6 +616,41 @@ impl Registry {
 
     pub fn set_lease(&mut self, handle: ChunkHandle, lease: Lease) {
         self.leases.insert(handle, lease);
+    }
+
+    /// A primary reported that a mutation of `handle` at `version` failed on `failed` while it
+    /// succeeded elsewhere: those replicas may differ from the rest, so they stop being
+    /// locations and are deleted (marked stale at `version`, which no later bump reaches).
+    /// The lease is dropped when its primary released it; otherwise it stays, but
+    /// [`Registry::lease_intact`] turns false so the next grant bumps the version without them.
+    pub fn withdraw(
+        &mut self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        failed: &[NodeId],
+        lease_released: bool,
+    ) {
+        for &n in failed {
+            self.mark_stale(handle, n, version);
+        }
+        if lease_released {
+            if let Some(l) = self.leases.get(&handle) {
+                if l.version == version && failed.contains(&l.primary) {
+                    self.leases.remove(&handle);
+                }
+            }
+        }
+    }
+
+    /// Whether every replica of the lease on `handle` is still a location (none was withdrawn).
+    pub fn lease_intact(&self, handle: ChunkHandle) -> bool {
+        let Some(l) = self.leases.get(&handle) else {
+            return false;
+        };
+        let set = self.locations.get(&handle);
+        l.replicas
+            .iter()
+            .all(|n| set.is_some_and(|s| s.contains(n)))
     }
 
     pub fn drop_lease(&mut self, handle: ChunkHandle) {

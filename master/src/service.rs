@@ -151,11 +151,12 @@ impl Master {
             .map(|(h, _)| h)
             .max()
             .unwrap_or_default();
-        let registry = Registry::new(
+        let mut registry = Registry::new(
             Duration::from_millis(config.heartbeat_timeout_ms),
             now + Duration::from_millis(config.lease_duration_ms),
             newest_handle,
         );
+        registry.set_reserve(config.chunk_size);
         let (log_tx, log_rx) = mpsc::channel(QUEUE_DEPTH);
         let repair = Repair::new(RepairLimits {
             max_concurrent_clones: config.max_concurrent_clones.max(1) as usize,
@@ -221,6 +222,7 @@ impl Master {
         route!(GetChunks, get_chunks);
         route!(PrepareWrite, prepare_write);
         route!(ReportBadChunk, report_bad_chunk);
+        route!(ReportFailedReplica, report_failed_replica);
         route!(Heartbeat, heartbeat);
         route!(ClusterStatus, cluster_status);
         route!(Symlink, symlink);
@@ -977,6 +979,7 @@ impl Inner {
         let lease = registry.lease(handle)?;
         let remaining = lease.expires.checked_duration_since(now)?;
         if lease.version != version
+            || !registry.lease_intact(handle)
             || remaining < Duration::from_millis(self.config.lease_duration_ms / 2)
             || !lease.replicas.iter().all(|n| registry.is_alive(*n, now))
         {
@@ -1171,6 +1174,31 @@ impl Inner {
             .lock()
             .unwrap()
             .report_corrupt(req.msg.handle, req.msg.server);
+        Ok(())
+    }
+
+    async fn report_failed_replica(
+        &self,
+        req: Request<ReportFailedReplica>,
+    ) -> Result<(), FsError> {
+        let m = req.msg;
+        tracing::warn!(handle = %m.handle, version = %m.version, failed = ?m.failed,
+            lease_released = m.lease_released, reporter = %req.peer.name,
+            "a mutation failed on some replicas: withdrawing them");
+        let current = self
+            .engine
+            .read()
+            .unwrap()
+            .chunk(m.handle)
+            .map(|c| c.version);
+        if current != Some(m.version) {
+            // The chunk moved on (a newer grant) or is gone: the report is about the past.
+            return Ok(());
+        }
+        self.registry
+            .lock()
+            .unwrap()
+            .withdraw(m.handle, m.version, &m.failed, m.lease_released);
         Ok(())
     }
 

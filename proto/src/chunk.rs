@@ -33,11 +33,15 @@ pub enum Mutation {
     /// Cut the chunk to `len` bytes (or extend it with zeros).
     Truncate { len: u64 },
     /// Record append: the primary picks the offset (the chunk's end); if the record does not fit,
-    /// the chunk is padded to `chunk_size` and the answer is `ChunkFull`.
+    /// the chunk is padded to `chunk_size` and the answer is `ChunkFull`. `op` names the record
+    /// for exactly-once placement: every replica remembers where record `op` landed, and a
+    /// retry of the same `op` (after a lost reply, a failed replica or a new primary) rewrites
+    /// it at that same offset instead of appending it again.
     Append {
         data_id: DataId,
         len: u64,
         chunk_size: u64,
+        op: OpId,
     },
 }
 
@@ -62,13 +66,16 @@ pub struct CommitReply {
 rpc!(CommitMutation => CommitReply, CommitMutation, [Client]);
 
 /// Primary → secondary: apply this mutation, the `serial`-th of this lease, in serial order.
-/// Appends arrive already resolved to a `Write` (or a `Truncate` for padding).
+/// Appends arrive already resolved to a `Write` (or a `Truncate` for padding); `record` then
+/// names the appended record, which the secondary remembers with its offset, so that it can
+/// answer a retry of the same record exactly once should it become the primary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyMutation {
     pub handle: ChunkHandle,
     pub version: ChunkVersion,
     pub serial: u64,
     pub mutation: Mutation,
+    pub record: Option<OpId>,
 }
 rpc!(ApplyMutation => (), ApplyMutation, [Chunkserver]);
 

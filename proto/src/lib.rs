@@ -73,6 +73,7 @@ pub enum Method {
     ReportBadChunk = 22,
     Heartbeat = 23,
     ClusterStatus = 24,
+    ReportFailedReplica = 25,
     // master: namespace, POSIX extensions
     Symlink = 50,
     ReadLink = 51,
@@ -113,7 +114,7 @@ pub enum Method {
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 47] = [
+        const ALL: [Method; 48] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -130,6 +131,7 @@ impl Method {
             GetChunks,
             PrepareWrite,
             ReportBadChunk,
+            ReportFailedReplica,
             Heartbeat,
             ClusterStatus,
             Symlink,
@@ -219,7 +221,7 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 47, "every method is listed once");
+        assert_eq!(n, 48, "every method is listed once");
         assert_eq!(Method::from_u16(80), Some(Method::ListTrash));
         assert_eq!(Method::from_u16(84), Some(Method::GetGoal));
         assert_eq!(Method::from_u16(70), Some(Method::CloneChunk));

@@ -295,6 +295,21 @@ pub struct ReportBadChunk {
 }
 rpc!(ReportBadChunk => (), ReportBadChunk, [Client, Chunkserver, Master]);
 
+/// Primary → master: a mutation of `handle` at `version` was applied on some replicas but
+/// failed on `failed` (a full disk, a dead or unreachable secondary, or the primary's own
+/// disk). Those replicas may now differ from the others, so they are withdrawn: never read
+/// again, deleted, and replaced by re-replication; the next grant bumps the version without
+/// them. When the primary itself failed it has dropped its lease first (`lease_released`), so
+/// the master may grant a new one at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportFailedReplica {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub failed: Vec<NodeId>,
+    pub lease_released: bool,
+}
+rpc!(ReportFailedReplica => (), ReportFailedReplica, [Chunkserver]);
+
 /// A chunkserver's periodic report. `chunks` is a full report (first heartbeat, and periodically);
 /// `None` keeps the last one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
