@@ -69,6 +69,11 @@ impl ChunkserverNode {
         self.server.store()
     }
 
+    /// Commits answered as lost by fault injection (see `ChunkserverConfig`).
+    pub fn lost_replies(&self) -> u64 {
+        self.server.lost_replies()
+    }
+
     pub fn scrub_stats(&self) -> crate::ScrubStats {
         self.server.scrub_stats()
     }

@@ -205,8 +205,9 @@ struct Inner {
     cloned_at: Mutex<HashMap<ChunkHandle, Instant>>,
     scrub: Mutex<ScrubStats>,
     appends: Mutex<AppendMemo>,
-    /// Counts commits for the lost-reply fault injection.
+    /// Counts commits for the lost-reply fault injection, and the replies it "lost".
     commits: AtomicU64,
+    lost_replies: AtomicU64,
 }
 
 /// Counts a request in flight for the load figure of heartbeats.
@@ -252,6 +253,7 @@ impl Chunkserver {
                 scrub: Mutex::new(ScrubStats::default()),
                 appends: Mutex::new(AppendMemo::default()),
                 commits: AtomicU64::new(0),
+                lost_replies: AtomicU64::new(0),
             }),
         }
     }
@@ -301,6 +303,11 @@ impl Chunkserver {
             let _scrubber = AbortOnDrop(scrubber);
             inner.heartbeat_loop().await
         })
+    }
+
+    /// Commits answered as lost by fault injection.
+    pub fn lost_replies(&self) -> u64 {
+        self.inner.lost_replies.load(Ordering::Relaxed)
     }
 
     pub fn scrub_stats(&self) -> ScrubStats {
@@ -586,6 +593,9 @@ impl Inner {
             Mutation::Truncate { len } => (len, 0),
             Mutation::Append { .. } => unreachable!("resolved above"),
         };
+        if let Some(op) = record {
+            tracing::debug!(%handle, version = %m.version, client = op.client.0, seq = op.seq, offset, len = written_len, "record placed");
+        }
         // The secondaries apply while this replica does (each fsyncs before answering); the
         // chunk lock stays held until all are done, so every replica sees the same order.
         let rpc = self.rpc()?;
@@ -639,6 +649,7 @@ impl Inner {
             if lose > 0 {
                 let n = self.commits.fetch_add(1, Ordering::Relaxed);
                 if n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54 < u64::from(lose) * 1024 / 1000 {
+                    self.lost_replies.fetch_add(1, Ordering::Relaxed);
                     return Err(FsError::Unavailable(
                         "fault injection: the commit's reply was lost".into(),
                     ));

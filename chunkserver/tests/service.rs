@@ -150,7 +150,11 @@ impl Net {
             crc32c: crc32c::crc32c(data),
         };
         self.client
-            .call_with_body(&self.servers[first].addr, &push, Bytes::copy_from_slice(data))
+            .call_with_body(
+                &self.servers[first].addr,
+                &push,
+                Bytes::copy_from_slice(data),
+            )
             .await
     }
 
@@ -610,7 +614,10 @@ async fn a_retried_record_lands_once_even_through_a_new_primary() {
     n.push(1, &a).await.unwrap();
     assert_eq!(n.commit(2, append(1, a.len(), 1)).await.unwrap().offset, 0);
     n.push(2, &b).await.unwrap();
-    assert_eq!(n.commit(2, append(2, b.len(), 2)).await.unwrap().offset, 1000);
+    assert_eq!(
+        n.commit(2, append(2, b.len(), 2)).await.unwrap().offset,
+        1000
+    );
     // The reply of record 1 was "lost": its retry (new data id) lands where it did.
     n.push(3, &a).await.unwrap();
     assert_eq!(n.commit(2, append(3, a.len(), 1)).await.unwrap().offset, 0);
@@ -623,13 +630,19 @@ async fn a_retried_record_lands_once_even_through_a_new_primary() {
     regrant(&n, 3, 1).await;
     n.push_from(1, 5, &b).await.unwrap();
     assert_eq!(
-        n.commit_at(1, 3, append(5, b.len(), 2)).await.unwrap().offset,
+        n.commit_at(1, 3, append(5, b.len(), 2))
+            .await
+            .unwrap()
+            .offset,
         1000
     );
     let c = vec![3u8; 500];
     n.push_from(1, 6, &c).await.unwrap();
     assert_eq!(
-        n.commit_at(1, 3, append(6, c.len(), 3)).await.unwrap().offset,
+        n.commit_at(1, 3, append(6, c.len(), 3))
+            .await
+            .unwrap()
+            .offset,
         4000
     );
     let v = ChunkVersion(3);
@@ -648,7 +661,10 @@ async fn a_replica_that_fails_a_mutation_is_withdrawn_and_the_rest_go_on() {
     n.grant(2, true).await;
     let small = vec![5u8; 10_000];
     n.push(1, &small).await.unwrap();
-    assert_eq!(n.commit(2, append(1, small.len(), 1)).await.unwrap().offset, 0);
+    assert_eq!(
+        n.commit(2, append(1, small.len(), 1)).await.unwrap().offset,
+        0
+    );
     let big = vec![6u8; 100_000];
     n.push(2, &big).await.unwrap();
     let err = n.commit(2, append(2, big.len(), 2)).await.unwrap_err();

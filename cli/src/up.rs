@@ -55,6 +55,10 @@ pub struct Tunables {
     /// Pace of each re-replication clone in bytes per second (0: unlimited).
     #[arg(long, default_value_t = 64 << 20)]
     pub clone_bandwidth: u64,
+    /// Rebalancing: replicas move to servers below their capacity-proportional share while a
+    /// server holds more than its share by more than this many chunks (0: off).
+    #[arg(long, default_value_t = 2)]
+    pub balance_slack_chunks: u64,
     /// Chunkservers verify idle chunks' checksums at this many bytes per second (0: off).
     #[arg(long, default_value_t = 16 << 20)]
     pub scrub_bytes_per_sec: u64,
@@ -75,6 +79,7 @@ impl Tunables {
         c.repair_interval_ms = self.repair_interval_ms;
         c.max_concurrent_clones = self.max_concurrent_clones;
         c.clone_bandwidth_bytes_per_sec = self.clone_bandwidth;
+        c.balance_slack_chunks = self.balance_slack_chunks;
         c
     }
 
@@ -115,6 +120,7 @@ impl Tunables {
             format!("--repair-interval-ms={}", self.repair_interval_ms),
             format!("--max-concurrent-clones={}", self.max_concurrent_clones),
             format!("--clone-bandwidth={}", self.clone_bandwidth),
+            format!("--balance-slack-chunks={}", self.balance_slack_chunks),
             format!("--scrub-bytes-per-sec={}", self.scrub_bytes_per_sec),
             format!("--scrub-idle-ms={}", self.scrub_idle_ms),
         ]

@@ -716,7 +716,12 @@ impl Client {
                 .any(|c| c.index == index);
             if exists {
                 self.inner
-                    .mutate(inode, index, |_, _| Mutation::Truncate { len: cut % cs }, None)
+                    .mutate(
+                        inode,
+                        index,
+                        |_, _| Mutation::Truncate { len: cut % cs },
+                        None,
+                    )
                     .await?;
             }
         }

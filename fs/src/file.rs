@@ -127,15 +127,16 @@ impl OpenInode {
         st.readahead.clear();
     }
 
-    /// Buffer `data` at `offset` (at the current end when `append`). Returns bytes accepted.
+    /// Buffer `data` at `offset`; with `append` (`O_APPEND`), append it as one atomic record
+    /// instead (see [`OpenInode::append`]). Returns bytes accepted.
     pub async fn write(&self, offset: u64, data: &[u8], append: bool) -> Result<u32, FsError> {
         let mut st = self.state.lock().await;
         if let Some(e) = &st.error {
             return Err(e.clone());
         }
-        // O_APPEND within this mount: the size the master reported at open plus local writes,
-        // serialized by the inode lock.
-        let offset = if append { st.size } else { offset };
+        if append {
+            return self.append(&mut st, data).await;
+        }
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(FsError::FileTooLarge)?;
@@ -179,6 +180,26 @@ impl OpenInode {
         *self.dirty_size.lock().unwrap() = Some(st.size);
         if st.buf.len() >= self.config.flush_bytes {
             self.push(&mut st).await?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// `O_APPEND`: each `write` is a record append (`Client::append`): it lands whole, once, at
+    /// the file's end as every mount and client sees it, however many append at once. Data
+    /// buffered here goes out and is committed first, so it stays before the record. A record
+    /// never straddles a chunk: if it does not fit in the last one, that chunk is padded with
+    /// zeros and the record starts the next. A write larger than a chunk is appended in
+    /// chunk-sized records (each whole, the write as a whole not atomic).
+    async fn append(&self, st: &mut State, data: &[u8]) -> Result<u32, FsError> {
+        self.flush_locked(st).await?;
+        st.readahead.clear();
+        let cs = self.client.chunk_size() as usize;
+        for piece in data.chunks(cs.max(1)) {
+            let at = self
+                .client
+                .append(self.inode, Bytes::copy_from_slice(piece))
+                .await?;
+            st.size = st.size.max(at + piece.len() as u64);
         }
         Ok(data.len() as u32)
     }

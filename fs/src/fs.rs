@@ -654,12 +654,15 @@ impl Filesystem for QuarryFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let append = flags.0 & libc::O_APPEND != 0;
         self.spawn(
             |s| async move { s.open(inode(ino), flags).await },
-            |r| match r {
+            move |r| match r {
                 Ok((fh, keep)) => reply.opened(
                     FileHandle(fh),
-                    if keep {
+                    if append {
+                        append_open_flags()
+                    } else if keep {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
                         FopenFlags::empty()
@@ -965,7 +968,12 @@ impl Filesystem for QuarryFs {
             },
             move |r| match r {
                 Ok((a, fh)) => {
-                    reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
+                    let open_flags = if flags & libc::O_APPEND != 0 {
+                        append_open_flags()
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.created(&ttl, &a, Generation(0), FileHandle(fh), open_flags)
                 }
                 Err(e) => reply.error(e),
             },
@@ -1152,4 +1160,12 @@ mod tests {
         );
         assert!(seams::nul_terminated(vec![]).is_empty());
     }
+}
+
+/// Open flags for an `O_APPEND` handle: direct IO, so that each `write(2)` (up to `max_write`)
+/// reaches us as one request and becomes one atomic record append. Through the page cache the
+/// kernel splits a write that crosses a page boundary into two requests whenever the first page
+/// is not cached whole, and another writer's record could land between the halves.
+fn append_open_flags() -> FopenFlags {
+    FopenFlags::FOPEN_DIRECT_IO
 }

@@ -144,9 +144,23 @@ impl Registry {
     }
 
     /// Whether `s` has room for a new replica of up to `len` bytes (and the reserve).
-    fn has_room(&self, s: &Server, len: u64) -> bool {
+    fn room(&self, s: &Server, len: u64) -> bool {
         s.capacity_bytes == 0
             || s.used_bytes.saturating_add(len.max(self.reserve_bytes)) < s.capacity_bytes
+    }
+
+    /// Whether server `id` has room for a new replica of up to `len` bytes (and the reserve).
+    pub fn has_room(&self, id: NodeId, len: u64) -> bool {
+        self.servers.get(&id).is_some_and(|s| self.room(s, len))
+    }
+
+    /// The live servers, by id.
+    pub fn live_servers(&self, now: Instant) -> Vec<NodeId> {
+        self.servers
+            .keys()
+            .copied()
+            .filter(|&n| self.is_alive(n, now))
+            .collect()
     }
 
     pub fn is_alive(&self, id: NodeId, now: Instant) -> bool {
@@ -555,7 +569,7 @@ impl Registry {
         self.servers
             .values()
             .filter(|s| self.is_alive(s.id, now))
-            .filter(|s| self.has_room(s, len))
+            .filter(|s| self.room(s, len))
             .filter(|s| !holders.is_some_and(|h| h.contains(&s.id)))
             .filter(|s| self.mark(handle, s.id).is_none())
             .filter(|s| !skip(s.id))
@@ -580,7 +594,7 @@ impl Registry {
             .servers
             .values()
             .filter(|s| self.is_alive(s.id, now))
-            .filter(|s| self.has_room(s, 0))
+            .filter(|s| self.room(s, 0))
             .collect();
         live.sort_by_key(|s| {
             let (bucket, chunks) = self.fullness(s.id);

@@ -20,6 +20,11 @@ pub struct RepairLimits {
     /// A clone not answered by then is counted failed (its RPC has a shorter timeout; this only
     /// guards against an answer that never comes back to `finish`).
     pub give_up_after: Duration,
+    /// Rebalancing: while nothing needs repair, replicas move (a clone, then a delete of the
+    /// source's copy) from servers holding more than their share of the replicas by more than
+    /// this many chunks to servers holding fewer than their share by as much; shares are
+    /// proportional to capacity. 0 turns rebalancing off.
+    pub balance_slack_chunks: u64,
 }
 
 /// Copy `handle` at `version` from `source` to `target`.
@@ -37,6 +42,8 @@ struct InFlight {
     deadline: Instant,
     /// A grant started on the chunk after this clone did: its copy must not become a location.
     spoiled: bool,
+    /// A rebalancing move: once the copy is a location, the copy on this server is deleted.
+    moved_from: Option<NodeId>,
 }
 
 /// Totals since the master started.
@@ -50,6 +57,8 @@ pub struct RepairStats {
     /// Delete orders for extra replicas of over-replicated chunks, and for corrupt replicas.
     pub extra_deletes: u64,
     pub corrupt_deletes: u64,
+    /// Rebalancing moves completed (their source copies ordered deleted).
+    pub moves: u64,
 }
 
 /// What one scan decided.
@@ -60,7 +69,12 @@ pub struct Scan {
     pub queued: u64,
     /// Delete orders queued in the registry: (chunk, server).
     pub deletes: Vec<(ChunkHandle, NodeId)>,
+    /// How many of `clones` are rebalancing moves.
+    pub moves: usize,
 }
+
+/// Chunks remembered per server, per scan, as candidates for a rebalancing move.
+const MOVE_CANDIDATES_PER_SERVER: usize = 32;
 
 /// What became of a clone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +185,9 @@ impl Repair {
         let mut needs: Vec<(usize, ChunkHandle, ChunkVersion, usize)> = Vec::new();
         // Versions of the chunks with marked replicas.
         let mut marked: HashMap<ChunkHandle, ChunkVersion> = HashMap::new();
+        // For rebalancing: live replicas per server, and a few movable chunks on each.
+        let mut held: HashMap<NodeId, u64> = HashMap::new();
+        let mut movable: HashMap<NodeId, Vec<(ChunkHandle, ChunkVersion)>> = HashMap::new();
         for (handle, version, goal) in chunks {
             if registry.marks_of(handle).next().is_some() {
                 marked.insert(handle, version);
@@ -185,6 +202,22 @@ impl Repair {
                 continue; // missing: nothing to copy from
             }
             let pending = self.in_flight_for(handle);
+            for &n in &live {
+                *held.entry(n).or_insert(0) += 1;
+            }
+            if self.limits.balance_slack_chunks > 0
+                && live.len() == goal
+                && pending == 0
+                && !self.granting.contains_key(&handle)
+                && registry.lease_may_be_valid(handle, now).is_none()
+            {
+                for &n in &live {
+                    let list = movable.entry(n).or_default();
+                    if list.len() < MOVE_CANDIDATES_PER_SERVER {
+                        list.push((handle, version));
+                    }
+                }
+            }
             if live.len() < goal {
                 let short = goal - live.len();
                 if short > pending {
@@ -217,6 +250,7 @@ impl Repair {
                     order: order.clone(),
                     deadline: now + self.limits.give_up_after,
                     spoiled: false,
+                    moved_from: None,
                 });
                 out.clones.push(order);
                 started += 1;
@@ -226,6 +260,115 @@ impl Repair {
             }
         }
         self.queued = out.queued;
+        if out.queued == 0 && self.limits.balance_slack_chunks > 0 {
+            let moves = self.balance(registry, &held, &movable, now);
+            out.moves = moves.len();
+            out.clones.extend(moves);
+        }
+        out
+    }
+
+    /// Rebalancing moves to start now (see [`RepairLimits::balance_slack_chunks`]): from the
+    /// server most above its share to the one most below it, one chunk at a time, counting the
+    /// moves in flight, within the clone limits. `held` counts each live server's replicas.
+    fn balance(
+        &mut self,
+        registry: &Registry,
+        held: &HashMap<NodeId, u64>,
+        movable: &HashMap<NodeId, Vec<(ChunkHandle, ChunkVersion)>>,
+        now: Instant,
+    ) -> Vec<CloneOrder> {
+        let slack = self.limits.balance_slack_chunks as f64;
+        let servers: Vec<NodeId> = registry.live_servers(now);
+        if servers.len() < 2 {
+            return Vec::new();
+        }
+        let weight = |n: NodeId| -> f64 {
+            // Capacity in GiB as the weight; servers that report none count as one.
+            registry.server(n).map_or(1.0, |s| {
+                (s.capacity_bytes as f64 / (1u64 << 30) as f64).max(1e-3)
+            })
+        };
+        let total: f64 = servers
+            .iter()
+            .map(|&n| held.get(&n).copied().unwrap_or(0) as f64)
+            .sum();
+        let total_weight: f64 = servers.iter().map(|&n| weight(n)).sum();
+        // Replicas above (+) or below (-) the server's share, moves in flight included.
+        let mut excess: HashMap<NodeId, f64> = servers
+            .iter()
+            .map(|&n| {
+                let share = total * weight(n) / total_weight;
+                (n, held.get(&n).copied().unwrap_or(0) as f64 - share)
+            })
+            .collect();
+        for f in &self.in_flight {
+            if let Some(from) = f.moved_from {
+                *excess.entry(from).or_insert(0.0) -= 1.0;
+                *excess.entry(f.order.target.id).or_insert(0.0) += 1.0;
+            }
+        }
+        let per = self.limits.per_server;
+        let mut out = Vec::new();
+        while self.in_flight.len() < self.limits.max_concurrent_clones {
+            let pick = |want_donor: bool, excess: &HashMap<NodeId, f64>| {
+                servers
+                    .iter()
+                    .copied()
+                    .filter(|&n| self.count_as(n, want_donor) < per)
+                    .filter(|&n| {
+                        let e = excess.get(&n).copied().unwrap_or(0.0);
+                        if want_donor {
+                            e > slack
+                        } else {
+                            e < -slack && registry.has_room(n, 0)
+                        }
+                    })
+                    .max_by(|&a, &b| {
+                        let (ea, eb) = (excess[&a], excess[&b]);
+                        let ord = if want_donor {
+                            ea.total_cmp(&eb)
+                        } else {
+                            eb.total_cmp(&ea)
+                        };
+                        ord.then(b.cmp(&a))
+                    })
+            };
+            let (Some(donor), Some(receiver)) = (pick(true, &excess), pick(false, &excess)) else {
+                break;
+            };
+            let candidate = movable.get(&donor).and_then(|list| {
+                list.iter().copied().find(|&(h, _)| {
+                    self.in_flight_for(h) == 0
+                        && !registry.live_locations(h, now).contains(&receiver)
+                        && registry.mark(h, receiver).is_none()
+                })
+            });
+            let (Some((handle, version)), Some(source), Some(target)) = (
+                candidate,
+                registry.server_ref(donor),
+                registry.server_ref(receiver),
+            ) else {
+                // Nothing movable from the fullest server to the emptiest one this time.
+                break;
+            };
+            tracing::info!(%handle, from = %donor, to = %receiver, "rebalancing: moving a replica");
+            let order = CloneOrder {
+                handle,
+                version,
+                source,
+                target,
+            };
+            self.in_flight.push(InFlight {
+                order: order.clone(),
+                deadline: now + self.limits.give_up_after,
+                spoiled: false,
+                moved_from: Some(donor),
+            });
+            *excess.get_mut(&donor).expect("listed") -= 1.0;
+            *excess.get_mut(&receiver).expect("listed") += 1.0;
+            out.push(order);
+        }
         out
     }
 
@@ -384,6 +527,18 @@ impl Repair {
             registry.add_cloned(order.handle, order.target.id, now);
             self.stats.done += 1;
             self.stats.bytes += len;
+            if let Some(from) = entry.as_ref().and_then(|f| f.moved_from) {
+                // The move's second half: the source's copy goes (never the last live one, and
+                // never while a lease may use it).
+                let live = registry.live_locations(order.handle, now);
+                if live.contains(&from)
+                    && live.len() > 1
+                    && registry.lease_may_be_valid(order.handle, now).is_none()
+                {
+                    registry.order_delete(order.handle, from, order.version);
+                    self.stats.moves += 1;
+                }
+            }
             Finished::Added
         } else {
             tracing::info!(handle = %order.handle, target = %order.target.addr,
@@ -402,7 +557,7 @@ mod tests {
     use super::*;
     use crate::registry::Lease;
     use quarry_proto::master::Heartbeat;
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     const V: ChunkVersion = ChunkVersion(5);
 
@@ -429,6 +584,7 @@ mod tests {
             max_concurrent_clones: 8,
             per_server: 2,
             give_up_after: Duration::from_secs(60),
+            balance_slack_chunks: 0,
         }
     }
 
@@ -827,5 +983,129 @@ mod tests {
         // A report listed before the clone finished does not undo it.
         r.heartbeat(&hb(3, Some(vec![])), &table, t0 + Duration::from_secs(1));
         assert_eq!(r.live_locations(ChunkHandle(1), t0).len(), 3);
+    }
+
+    fn holdings(r: &Registry, handles: &[u64], t0: Instant) -> BTreeMap<u64, usize> {
+        let mut held = BTreeMap::new();
+        for &h in handles {
+            for n in r.live_locations(ChunkHandle(h), t0) {
+                *held.entry(n.0).or_insert(0) += 1;
+            }
+        }
+        held
+    }
+
+    #[test]
+    fn a_new_server_receives_replicas_until_each_holds_its_share() {
+        let t0 = Instant::now();
+        let all: Vec<u64> = (1..=30).collect();
+        let mut r = cluster(
+            &[
+                (1, all.clone()),
+                (2, all.clone()),
+                (3, all.clone()),
+                (4, vec![]),
+            ],
+            t0,
+        );
+        let mut repair = Repair::new(RepairLimits {
+            balance_slack_chunks: 1,
+            ..limits()
+        });
+        let mut rounds = 0;
+        loop {
+            let scan = repair.scan(&mut r, rows(&all, 3), t0);
+            assert_eq!(scan.moves, scan.clones.len(), "nothing needs repair");
+            assert!(
+                scan.clones.len() <= 2,
+                "at most 2 clones into one target at once"
+            );
+            if scan.clones.is_empty() {
+                break;
+            }
+            for c in &scan.clones {
+                assert_eq!(
+                    c.target.id,
+                    NodeId(4),
+                    "only the new server is below its share"
+                );
+                assert_eq!(
+                    repair.finish(&mut r, c, Some(V), Ok(1 << 20), t0),
+                    Finished::Added
+                );
+            }
+            rounds += 1;
+            assert!(rounds < 100, "converges");
+        }
+        let held = holdings(&r, &all, t0);
+        // 90 replicas over 4 equal servers: 22.5 each, within the slack of one chunk.
+        for (n, count) in &held {
+            assert!(
+                (21..=24).contains(count),
+                "server {n} holds {count}: {held:?}"
+            );
+        }
+        for &h in &all {
+            assert_eq!(
+                r.live_locations(ChunkHandle(h), t0).len(),
+                3,
+                "chunk {h} keeps its goal"
+            );
+        }
+        assert_eq!(repair.stats().moves as usize, held[&4]);
+        // The sources' copies were ordered deleted.
+        let reply = r.heartbeat(&hb(1, None), &table, t0).reply;
+        assert_eq!(reply.delete.len(), 30 - held[&1]);
+    }
+
+    #[test]
+    fn no_rebalancing_while_a_chunk_needs_repair_or_of_a_leased_chunk() {
+        let t0 = Instant::now();
+        let all: Vec<u64> = (1..=10).collect();
+        // Chunk 10 has two replicas of three: repair first.
+        let mut r = cluster(
+            &[
+                (1, all.clone()),
+                (2, all.clone()),
+                (3, (1..=9).collect()),
+                (4, vec![]),
+                (5, vec![]),
+            ],
+            t0,
+        );
+        let mut repair = Repair::new(RepairLimits {
+            balance_slack_chunks: 1,
+            max_concurrent_clones: 1,
+            ..limits()
+        });
+        let scan = repair.scan(&mut r, rows(&all, 3), t0);
+        assert_eq!((scan.clones.len(), scan.moves, scan.queued), (1, 0, 0));
+        assert_eq!(scan.clones[0].handle, ChunkHandle(10));
+        // While that clone runs the limit is reached: no move either.
+        let scan2 = repair.scan(&mut r, rows(&all, 3), t0);
+        assert!(scan2.clones.is_empty());
+        let c = scan.clones[0].clone();
+        repair.finish(&mut r, &c, Some(V), Ok(1), t0);
+        // Every chunk but 1 is leased now: only chunk 1 may move.
+        for h in 2..=10 {
+            r.set_lease(
+                ChunkHandle(h),
+                Lease {
+                    primary: NodeId(1),
+                    version: V,
+                    replicas: vec![NodeId(1), NodeId(2)],
+                    expires: t0 + Duration::from_secs(30),
+                },
+            );
+        }
+        let mut moved = BTreeSet::new();
+        for _ in 0..10 {
+            let scan = repair.scan(&mut r, rows(&all, 3), t0);
+            for c in &scan.clones {
+                moved.insert(c.handle);
+                repair.finish(&mut r, c, Some(V), Ok(1), t0);
+            }
+        }
+        assert_eq!(moved.into_iter().collect::<Vec<_>>(), vec![ChunkHandle(1)]);
     }
 }

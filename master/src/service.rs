@@ -45,6 +45,9 @@ pub struct MasterConfig {
     pub clones_per_server: u32,
     /// Pace of each clone, in bytes per second (0: unlimited).
     pub clone_bandwidth_bytes_per_sec: u64,
+    /// Rebalancing: replicas move while a server holds more than its capacity-proportional
+    /// share of them by more than this many chunks (and another fewer by as much); 0: off.
+    pub balance_slack_chunks: u64,
 }
 
 impl MasterConfig {
@@ -62,6 +65,7 @@ impl MasterConfig {
             max_concurrent_clones: 8,
             clones_per_server: 2,
             clone_bandwidth_bytes_per_sec: 64 << 20,
+            balance_slack_chunks: 2,
         }
     }
 
@@ -162,6 +166,7 @@ impl Master {
             max_concurrent_clones: config.max_concurrent_clones.max(1) as usize,
             per_server: config.clones_per_server.max(1) as usize,
             give_up_after: config.clone_timeout(engine.chunk_size()) * 2,
+            balance_slack_chunks: config.balance_slack_chunks,
         });
         let inner = Arc::new(Inner {
             repair: Mutex::new(repair),
@@ -478,6 +483,7 @@ impl Inner {
             if !scan.clones.is_empty() || !scan.deletes.is_empty() {
                 tracing::info!(
                     clones = scan.clones.len(),
+                    moves = scan.moves,
                     deletes = scan.deletes.len(),
                     queued = scan.queued,
                     in_flight = repair.in_flight(),

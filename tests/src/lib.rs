@@ -7,16 +7,19 @@
 
 pub mod fuse;
 
+use bytes::Bytes;
 use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
 use quarry_cli::host::{ChunkserverHost, MasterHost};
 use quarry_client::{Client, ClientConfig};
 use quarry_mapred::coordinator::{Coordinator, CoordinatorConfig};
 use quarry_mapred::worker::{Worker, WorkerConfig};
 use quarry_master::MasterConfig;
+use quarry_proto::chunk::ReadChunk;
 use quarry_proto::master::{ClusterStatusReply, Fsck, FsckReply};
-use quarry_proto::{ChunkHandle, ChunkVersion, Role};
+use quarry_proto::{ChunkHandle, ChunkVersion, FsError, Role};
 use quarry_transport::certs::{ClusterCa, NodeCert};
 use quarry_transport::quic::QuicNode;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +52,10 @@ pub struct Options {
     /// Scrubbing: bytes per second (0: off), and how long a chunk must be idle first.
     pub scrub_bytes_per_sec: u64,
     pub scrub_idle_ms: u64,
+    /// Rebalancing slack in chunks (0: off).
+    pub balance_slack_chunks: u64,
+    /// Fault injection: per mille of fully applied commits answered as if the reply was lost.
+    pub lose_commit_replies_per_mille: u32,
 }
 
 impl Default for Options {
@@ -70,6 +77,8 @@ impl Default for Options {
             clone_bandwidth: 64 << 20,
             scrub_bytes_per_sec: 16 << 20,
             scrub_idle_ms: 60_000,
+            balance_slack_chunks: 0,
+            lose_commit_replies_per_mille: 0,
         }
     }
 }
@@ -108,6 +117,7 @@ impl Options {
         c.repair_interval_ms = self.repair_interval_ms;
         c.max_concurrent_clones = self.max_concurrent_clones;
         c.clone_bandwidth_bytes_per_sec = self.clone_bandwidth;
+        c.balance_slack_chunks = self.balance_slack_chunks;
         c
     }
 
@@ -130,6 +140,7 @@ impl Options {
         c.rpc_timeout_ms = self.rpc_timeout_ms;
         c.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
         c.scrub_idle_ms = self.scrub_idle_ms;
+        c.fault_lose_commit_replies_per_mille = self.lose_commit_replies_per_mille;
         c
     }
 
@@ -150,6 +161,7 @@ impl Options {
             format!("--clone-bandwidth={}", self.clone_bandwidth),
             format!("--scrub-bytes-per-sec={}", self.scrub_bytes_per_sec),
             format!("--scrub-idle-ms={}", self.scrub_idle_ms),
+            format!("--balance-slack-chunks={}", self.balance_slack_chunks),
         ]
     }
 }
@@ -350,6 +362,18 @@ impl Cluster {
             },
         )
         .await;
+    }
+
+    /// Start one more chunkserver (index `chunkservers()`), e.g. a server added to a running
+    /// cluster; returns its index.
+    pub async fn add_chunkserver(&mut self) -> usize {
+        let i = self.chunkservers.len();
+        let node = self
+            .start_chunkserver(i, "127.0.0.1:0".parse().unwrap())
+            .await;
+        self.chunkserver_addrs.push(node.addr());
+        self.chunkservers.push(Some(node));
+        i
     }
 
     pub async fn stop_chunkserver(&mut self, i: usize) {
@@ -742,4 +766,79 @@ pub async fn read_whole(client: &Client, path: &str) -> Vec<u8> {
         .await
         .unwrap()
         .to_vec()
+}
+
+/// Read `[offset, offset + len)` of a chunk from one replica (verified by that replica).
+pub async fn read_replica(
+    client: &Client,
+    addr: &str,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    len: u64,
+) -> Result<Bytes, FsError> {
+    let mut out = Vec::with_capacity(len as usize);
+    while (out.len() as u64) < len {
+        let (_, body) = client
+            .rpc()
+            .call_read(
+                addr,
+                &ReadChunk {
+                    handle,
+                    version,
+                    offset: out.len() as u64,
+                    len: (len - out.len() as u64).min(4 << 20),
+                },
+            )
+            .await?;
+        if body.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&body);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// An appended record: `QREC`, writer, seq, payload length, CRC32C of the payload, payload.
+pub fn record(writer: u32, seq: u32, len: usize) -> Vec<u8> {
+    let payload = pattern(((writer as u64) << 32) | seq as u64, len);
+    let mut r = Vec::with_capacity(20 + len);
+    r.extend_from_slice(b"QREC");
+    r.extend_from_slice(&writer.to_le_bytes());
+    r.extend_from_slice(&seq.to_le_bytes());
+    r.extend_from_slice(&(len as u32).to_le_bytes());
+    r.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    r.extend_from_slice(&payload);
+    r
+}
+
+/// Parse an append-only file: records, with zero padding up to chunk ends between them.
+pub fn parse_records(data: &[u8], chunk_size: usize) -> HashMap<(u32, u32), usize> {
+    let mut seen = HashMap::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        if data[pos..].starts_with(b"QREC") {
+            let h = &data[pos..pos + 20];
+            let writer = u32::from_le_bytes(h[4..8].try_into().unwrap());
+            let seq = u32::from_le_bytes(h[8..12].try_into().unwrap());
+            let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(h[16..20].try_into().unwrap());
+            let payload = &data[pos + 20..pos + 20 + len];
+            assert_eq!(
+                crc32c::crc32c(payload),
+                crc,
+                "record ({writer},{seq}) is torn"
+            );
+            *seen.entry((writer, seq)).or_insert(0) += 1;
+            pos += 20 + len;
+        } else {
+            assert!(
+                data[pos..((pos / chunk_size + 1) * chunk_size).min(data.len())]
+                    .iter()
+                    .all(|&b| b == 0),
+                "garbage at offset {pos}"
+            );
+            pos = (pos / chunk_size + 1) * chunk_size;
+        }
+    }
+    seen
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use quarry_proto::{FileKind, FsError, InodeId};
 use quarry_tests::*;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_200_mib_with_the_cli_spans_chunks_on_three_distinct_replicas() {
@@ -57,50 +57,6 @@ async fn put_200_mib_with_the_cli_spans_chunks_on_three_distinct_replicas() {
 }
 
 /// A record: magic, writer, sequence, payload length, CRC32C of the payload, payload.
-fn record(writer: u32, seq: u32, len: usize) -> Vec<u8> {
-    let payload = pattern(((writer as u64) << 32) | seq as u64, len);
-    let mut r = Vec::with_capacity(20 + len);
-    r.extend_from_slice(b"QREC");
-    r.extend_from_slice(&writer.to_le_bytes());
-    r.extend_from_slice(&seq.to_le_bytes());
-    r.extend_from_slice(&(len as u32).to_le_bytes());
-    r.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    r.extend_from_slice(&payload);
-    r
-}
-
-/// Parse an append-only file: records, with zero padding up to chunk ends between them.
-fn parse_records(data: &[u8], chunk_size: usize) -> HashMap<(u32, u32), usize> {
-    let mut seen = HashMap::new();
-    let mut pos = 0;
-    while pos < data.len() {
-        if data[pos..].starts_with(b"QREC") {
-            let h = &data[pos..pos + 20];
-            let writer = u32::from_le_bytes(h[4..8].try_into().unwrap());
-            let seq = u32::from_le_bytes(h[8..12].try_into().unwrap());
-            let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
-            let crc = u32::from_le_bytes(h[16..20].try_into().unwrap());
-            let payload = &data[pos + 20..pos + 20 + len];
-            assert_eq!(
-                crc32c::crc32c(payload),
-                crc,
-                "record ({writer},{seq}) is torn"
-            );
-            *seen.entry((writer, seq)).or_insert(0) += 1;
-            pos += 20 + len;
-        } else {
-            assert!(
-                data[pos..((pos / chunk_size + 1) * chunk_size).min(data.len())]
-                    .iter()
-                    .all(|&b| b == 0),
-                "garbage at offset {pos}"
-            );
-            pos = (pos / chunk_size + 1) * chunk_size;
-        }
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_and_appenders_all_finish_whole() {
     init_tracing();

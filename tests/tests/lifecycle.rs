@@ -5,9 +5,8 @@
 
 use bytes::Bytes;
 use quarry_client::Client;
-use quarry_proto::chunk::ReadChunk;
 use quarry_proto::master::{FileInfo, FsckReply, ReplicaState};
-use quarry_proto::{ChunkHandle, FsError, InodeId, NodeId};
+use quarry_proto::{FsError, InodeId, NodeId};
 use quarry_tests::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,36 +18,6 @@ fn all_healthy(r: &FsckReply) -> bool {
         && r.over_replicated == 0
         && r.corrupt_replicas == 0
         && r.chunks > 0
-}
-
-/// Read `[offset, offset + len)` of a chunk from one replica (verified by that replica).
-async fn read_replica(
-    client: &Client,
-    addr: &str,
-    handle: ChunkHandle,
-    version: quarry_proto::ChunkVersion,
-    len: u64,
-) -> Result<Bytes, FsError> {
-    let mut out = Vec::with_capacity(len as usize);
-    while (out.len() as u64) < len {
-        let (_, body) = client
-            .rpc()
-            .call_read(
-                addr,
-                &ReadChunk {
-                    handle,
-                    version,
-                    offset: out.len() as u64,
-                    len: (len - out.len() as u64).min(4 << 20),
-                },
-            )
-            .await?;
-        if body.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&body);
-    }
-    Ok(Bytes::from(out))
 }
 
 /// Every listed replica of every chunk of the file serves exactly `data`'s bytes for it, and
