@@ -1132,6 +1132,14 @@ mod seams {
     }
 }
 
+/// Open flags for an `O_APPEND` handle: direct IO, so that each `write(2)` (up to `max_write`)
+/// reaches us as one request and becomes one atomic record append. Through the page cache the
+/// kernel splits a write that crosses a page boundary into two requests whenever the first page
+/// is not cached whole, and another writer's record could land between the halves.
+fn append_open_flags() -> FopenFlags {
+    FopenFlags::FOPEN_DIRECT_IO
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1160,12 +1168,4 @@ mod tests {
         );
         assert!(seams::nul_terminated(vec![]).is_empty());
     }
-}
-
-/// Open flags for an `O_APPEND` handle: direct IO, so that each `write(2)` (up to `max_write`)
-/// reaches us as one request and becomes one atomic record append. Through the page cache the
-/// kernel splits a write that crosses a page boundary into two requests whenever the first page
-/// is not cached whole, and another writer's record could land between the halves.
-fn append_open_flags() -> FopenFlags {
-    FopenFlags::FOPEN_DIRECT_IO
 }
