@@ -37,7 +37,6 @@ fn setup_with(n: usize, configure: impl Fn(&mut ChunkserverConfig)) -> Net {
 
 /// One chunkserver per entry of `capacities` (bytes its store holds before `NoSpace`).
 fn setup_full(capacities: &[u64], configure: impl Fn(&mut ChunkserverConfig)) -> Net {
-    let n = capacities.len();
     let net = MemNetwork::new(1);
     // A stand-in master that answers heartbeats and records corruption reports.
     let reports = Arc::new(Mutex::new(Vec::new()));
@@ -60,9 +59,9 @@ fn setup_full(capacities: &[u64], configure: impl Fn(&mut ChunkserverConfig)) ->
     let mut stores = Vec::new();
     let mut servers = Vec::new();
     let mut nodes = Vec::new();
-    for i in 0..n {
+    for (i, &capacity) in capacities.iter().enumerate() {
         let addr = format!("cs{i}");
-        let store = Arc::new(MemStore::new(1 << 20, capacities[i]));
+        let store = Arc::new(MemStore::new(1 << 20, capacity));
         let mut config = ChunkserverConfig::new(std::env::temp_dir(), vec!["master".into()]);
         config.heartbeat_interval_ms = 50;
         configure(&mut config);
