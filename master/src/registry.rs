@@ -869,6 +869,75 @@ mod tests {
     }
 
     #[test]
+    fn servers_short_of_the_reserve_get_no_new_chunk() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        for n in 1..=3 {
+            r.heartbeat(&hb(n, Some(vec![])), &table, t0);
+        }
+        r.set_reserve(985);
+        // Servers use 10, 20, 30 of 1000: only server 1 keeps 985 free.
+        let ids: Vec<NodeId> = r.place(3, t0, 0).iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![NodeId(1)]);
+        assert!(r.has_room(NodeId(1), 0) && !r.has_room(NodeId(2), 0));
+        assert!(
+            !r.has_room(NodeId(1), 991),
+            "a replica bigger than the room left"
+        );
+        assert_eq!(
+            r.place_replica(ChunkHandle(1), 0, t0, |_| false)
+                .map(|s| s.id),
+            Some(NodeId(1))
+        );
+    }
+
+    #[test]
+    fn withdrawn_replicas_stop_being_locations_and_break_the_lease() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10), t0, ChunkHandle(0));
+        for n in 1..=3 {
+            r.heartbeat(&hb(n, Some(vec![(1, 3)])), &table, t0);
+        }
+        let h = ChunkHandle(1);
+        let lease = Lease {
+            primary: NodeId(1),
+            version: ChunkVersion(3),
+            replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
+            expires: t0 + Duration::from_secs(60),
+        };
+        r.set_lease(h, lease.clone());
+        assert!(r.lease_intact(h));
+        // A secondary failed a mutation: withdrawn, deleted at its next heartbeat, and the
+        // lease is kept (its primary goes on without it) but no longer intact.
+        r.withdraw(h, ChunkVersion(3), &[NodeId(3)], false);
+        assert_eq!(r.locations(h), vec![NodeId(1), NodeId(2)]);
+        assert!(!r.lease_intact(h));
+        assert!(r.lease_may_be_valid(h, t0).is_some());
+        let mut reply = r.heartbeat(&hb(3, Some(vec![(1, 3)])), &table, t0).reply;
+        reply.delete.dedup();
+        assert_eq!(reply.delete, vec![(h, ChunkVersion(3))]);
+        assert_eq!(
+            r.locations(h),
+            vec![NodeId(1), NodeId(2)],
+            "not a location again"
+        );
+        // The primary failed itself and released its lease: a new one may be granted now.
+        r.withdraw(h, ChunkVersion(3), &[NodeId(1)], true);
+        assert!(r.lease_may_be_valid(h, t0).is_none());
+        assert_eq!(r.locations(h), vec![NodeId(2)]);
+        // A release for another version (a report about the past) leaves a newer lease alone.
+        r.set_lease(
+            h,
+            Lease {
+                version: ChunkVersion(4),
+                ..lease
+            },
+        );
+        r.withdraw(h, ChunkVersion(3), &[NodeId(1)], true);
+        assert!(r.lease_may_be_valid(h, t0).is_some());
+    }
+
+    #[test]
     fn leases_block_grants_until_expiry_and_after_restart() {
         let t0 = Instant::now();
         let mut r = Registry::new(

@@ -1033,6 +1033,10 @@ impl Inner {
             } else {
                 registry.live_replicas(handle, now)
             };
+            if fresh && replicas.is_empty() && registry.live_count(now) > 0 {
+                // Servers are up but none has room for a new chunk: the disks are full.
+                return Err(FsError::NoSpace);
+            }
             let current_primary = match registry.lease_may_be_valid(handle, now) {
                 None => None,
                 Some(wait) => match registry.lease(handle) {
