@@ -218,6 +218,10 @@ async fn every_disk_full_is_enospc_without_losing_or_hanging_and_deleting_frees_
     let again = write_file(&client, "again", &pattern(7, 1 << 20)).await;
     eprintln!("second refusal after {:?}", t.elapsed());
     assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "a full cluster refuses promptly, it does not retry for the client's whole deadline"
+    );
+    assert!(
         matches!(
             again,
             Err(FsError::NoSpace | FsError::NotEnoughServers { .. })
@@ -246,6 +250,7 @@ async fn every_disk_full_is_enospc_without_losing_or_hanging_and_deleting_frees_
         },
     )
     .await;
+    eprintln!("a write succeeded {:?} after deleting", t.elapsed());
     drop(client);
     cluster.shutdown().await;
     drop(disks);
