@@ -540,6 +540,7 @@ impl Inner {
                 len,
                 chunk_size,
                 op,
+                min_offset,
             } => {
                 let placed = self.appends.lock().unwrap().get(handle, op);
                 match placed {
@@ -566,7 +567,9 @@ impl Inner {
                     None => {
                         let store = self.store.clone();
                         let version = m.version;
-                        let end = blocking(move || store.len(handle, version)).await?;
+                        let end = blocking(move || store.len(handle, version))
+                            .await?
+                            .max(min_offset);
                         if end + len > chunk_size {
                             // Discard the record's data here; the client retries on the next
                             // chunk.

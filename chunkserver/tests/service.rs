@@ -224,6 +224,7 @@ async fn appends_are_placed_by_the_primary_and_pad_a_full_chunk() {
                         client: ClientId(7),
                         seq: i + 1,
                     },
+                    min_offset: 0,
                 },
             )
             .await;
@@ -569,6 +570,7 @@ fn append(data_id: u64, len: usize, seq: u64) -> Mutation {
             client: ClientId(42),
             seq,
         },
+        min_offset: 0,
     }
 }
 
@@ -736,4 +738,30 @@ async fn a_primary_whose_own_write_fails_releases_its_lease() {
     // The lease is gone: the next commit is refused until the master grants a new one.
     n.push(2, &big).await.unwrap();
     assert_eq!(n.commit(2, w(2)).await.unwrap_err(), FsError::NoLease(H.0));
+}
+
+#[tokio::test]
+async fn an_append_lands_at_the_file_end_even_past_a_shorter_replica() {
+    let n = setup(2, 64 << 20);
+    n.grant(2, true).await;
+    let rec = vec![4u8; 100];
+    n.push(1, &rec).await.unwrap();
+    let m = Mutation::Append {
+        data_id: DataId(1),
+        len: 100,
+        chunk_size: 1 << 20,
+        op: OpId {
+            client: ClientId(9),
+            seq: 1,
+        },
+        // The file is 5,000 bytes into this chunk (a hole: the replica has nothing yet).
+        min_offset: 5_000,
+    };
+    assert_eq!(n.commit(2, m).await.unwrap().offset, 5_000);
+    for s in &n.stores {
+        let data = s.read(H, ChunkVersion(2), 0, 1 << 20).unwrap();
+        assert_eq!(data.len(), 5_100);
+        assert!(data[..5_000].iter().all(|&b| b == 0));
+        assert_eq!(&data[5_000..], &rec[..]);
+    }
 }

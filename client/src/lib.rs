@@ -669,6 +669,7 @@ impl Client {
                         len,
                         chunk_size: cs,
                         op,
+                        min_offset: size.saturating_sub(index * cs).min(cs),
                     },
                     Some(record.clone()),
                 )

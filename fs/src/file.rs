@@ -200,6 +200,7 @@ impl OpenInode {
                 .append(self.inode, Bytes::copy_from_slice(piece))
                 .await?;
             st.size = st.size.max(at + piece.len() as u64);
+            tracing::debug!(inode = %self.inode, at, len = piece.len(), "appended a record");
         }
         Ok(data.len() as u32)
     }

@@ -147,7 +147,9 @@ impl Shared {
 
     async fn getattr(&self, ino: InodeId) -> OpResult<FileAttr> {
         let attr = self.client.getattr(ino).await?;
-        Ok(self.view(&attr))
+        let v = self.view(&attr);
+        tracing::debug!(inode = %ino, master = attr.size, seen = v.size, "getattr");
+        Ok(v)
     }
 
     async fn lookup(&self, parent: InodeId, name: String) -> OpResult<FileAttr> {

@@ -42,6 +42,10 @@ pub enum Mutation {
         len: u64,
         chunk_size: u64,
         op: OpId,
+        /// The file's end within this chunk as the client last saw it: the record lands at
+        /// least there, even where the replica is shorter (a sparse file's hole), so that an
+        /// append never lands inside the file.
+        min_offset: u64,
     },
 }
 

@@ -18,8 +18,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Small chunks so that the larger files cross chunk boundaries.
+const CHUNK: u64 = 1 << 20;
+
 fn options() -> Options {
-    Options::default().chunk_size(1 << 20)
+    Options::default().chunk_size(CHUNK)
 }
 
 /// A local scratch directory: on tmpfs (`/dev/shm`) when there is one.
@@ -388,7 +390,6 @@ impl Rng {
 const NAMES: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 const FILE_MODES: [u32; 7] = [0o644, 0o600, 0o755, 0o700, 0o444, 0o640, 0o2755];
 const DIR_MODES: [u32; 5] = [0o755, 0o700, 0o750, 0o777, 0o1777];
-const CHUNK: u64 = 1 << 20;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -573,11 +574,19 @@ fn random_op(rng: &mut Rng, local: &Path) -> Op {
             len: random_len(rng),
             seed,
         },
-        15..=21 => Op::Append {
-            path,
-            len: random_len(rng),
-            seed,
-        },
+        15..=21 => {
+            // O_APPEND writes are record appends, which never straddle a chunk: one that does
+            // not fit in the last chunk pads it with zeros and starts the next (GFS semantics,
+            // `docs/write-protocol.md` §6), which a local disk does not do. Appends here stay
+            // within a chunk; `append.rs` covers appends across chunk boundaries.
+            let size = std::fs::metadata(local.join(&path)).map_or(0, |m| m.len());
+            let room = CHUNK - size % CHUNK;
+            Op::Append {
+                path,
+                len: random_len(rng).min(room as usize),
+                seed,
+            }
+        }
         22..=27 => Op::Overwrite {
             path,
             len: random_len(rng),
