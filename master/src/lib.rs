@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod node;
 pub mod oplog;
+pub mod raft;
 pub mod registry;
 pub mod repair;
 pub mod service;
