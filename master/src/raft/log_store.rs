@@ -78,6 +78,12 @@ impl LogStore {
         Ok(store)
     }
 
+    /// How many handles share the database (this one included). openraft's replication tasks
+    /// hold log readers and end shortly after the Raft core; the database closes with the last.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.db)
+    }
+
     /// The last committed index saved by openraft (0 if none).
     pub fn committed_index(&self) -> u64 {
         self.committed.load(Ordering::Relaxed)

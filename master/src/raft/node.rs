@@ -19,6 +19,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// Longest [`RaftNode::shutdown`] waits for openraft's tasks to release the log store.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 /// How many disjoint election-timeout ranges there are; node `id` uses range `(id - 1) % 8`.
 pub const ELECTION_SLOTS: u64 = 8;
 
@@ -347,13 +350,22 @@ impl RaftNode {
             .map_err(|e| FsError::Unavailable(format!("raft stopped: {e}")))
     }
 
-    /// Stop this node's Raft: the inbox answers `Unavailable` from now on, and the log store and
-    /// state machine are closed once openraft's tasks have ended.
+    /// Stop this node's Raft: the inbox answers `Unavailable` from now on. Returns once the
+    /// redb database is closed (the replication tasks that still read the log have ended; at
+    /// most [`SHUTDOWN_WAIT`]), so that the same data directory can be opened again at once.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.inbox.set(None);
         self.raft
             .shutdown()
             .await
-            .map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))
+            .map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while self.log.handles() > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("raft log store still in use {SHUTDOWN_WAIT:?} after shutdown");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 }
