@@ -122,6 +122,13 @@ impl Cluster {
         self.nodes.insert(id, Some(node));
     }
 
+    /// A new, empty master that is not a member yet.
+    async fn add_node(&mut self, id: u64) {
+        self.peers.insert(id, addr(id));
+        self.nodes.insert(id, None);
+        self.start(id).await;
+    }
+
     async fn crash(&mut self, id: u64) {
         self.net.stop(&addr(id));
         if let Some(node) = self.nodes.get_mut(&id).unwrap().take() {
@@ -618,4 +625,65 @@ async fn two_survivors_always_elect() {
         failovers.len()
     );
     assert!(max < SECS_5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_redirect_and_membership_changes() {
+    for seed in [81, 82] {
+        let mut c = Cluster::new(3, seed, lab_config()).await;
+        let (leader, _) = c.wait_leader(&[1, 2, 3], SECS_5).await;
+        for seq in 1..=10 {
+            c.write(mkdir(seq), SECS_5).await.unwrap();
+        }
+        // A follower neither writes nor reads linearizably; it names the leader.
+        let follower = (1..=3).find(|&i| i != leader).unwrap();
+        let hint = Some(addr(leader));
+        assert_eq!(
+            c.node(follower).write(mkdir(999)).await,
+            Err(FsError::NotLeader { hint: hint.clone() })
+        );
+        assert_eq!(
+            c.node(follower).read_linearizable(|_| ()).await,
+            Err(FsError::NotLeader { hint })
+        );
+        assert_eq!(
+            c.node(leader).read_linearizable(|e| has(e, 10)).await,
+            Ok(true)
+        );
+
+        // Two new masters join (they catch up as learners first), then the two old followers
+        // leave: the voters are the leader and the newcomers.
+        for id in [4, 5] {
+            c.add_node(id).await;
+            c.node(leader).add_master(id, addr(id)).await.unwrap();
+        }
+        assert_eq!(c.metrics(leader).voters.len(), 5);
+        let leaving: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+        for &id in &leaving {
+            c.node(leader).remove_master(id).await.unwrap();
+        }
+        let voters: Vec<u64> = c.metrics(leader).voters.keys().copied().collect();
+        assert_eq!(voters, {
+            let mut v = vec![leader, 4, 5];
+            v.sort();
+            v
+        });
+        for &id in &leaving {
+            c.crash(id).await;
+        }
+        for seq in 11..=15 {
+            c.write(mkdir(seq), SECS_5).await.unwrap();
+        }
+        // The newcomers are real voters: they elect one of themselves when the leader dies.
+        c.crash(leader).await;
+        let (new, _) = c.wait_leader(&[4, 5], SECS_5).await;
+        assert!(new == 4 || new == 5);
+        c.write(mkdir(16), SECS_5).await.unwrap();
+        let e = c.converge(SECS_5).await;
+        assert!(!has(&e, 999));
+        for seq in 1..=16 {
+            assert!(has(&e, seq), "seed {seed}: d{seq} missing");
+        }
+        c.shutdown().await;
+    }
 }

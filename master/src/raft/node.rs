@@ -91,6 +91,19 @@ impl RaftConfig {
     }
 
     fn openraft_config(&self, id: NodeId) -> anyhow::Result<openraft::Config> {
+        anyhow::ensure!(
+            self.election_jitter_ms < self.election_slot_ms,
+            "election jitter {} ms must be below the slot {} ms (the rest is the gap)",
+            self.election_jitter_ms,
+            self.election_slot_ms
+        );
+        anyhow::ensure!(
+            self.snapshot_chunk_bytes > 0
+                && self.snapshot_chunk_bytes + (64 << 10)
+                    <= u64::from(quarry_proto::frame::MAX_PAYLOAD_BYTES),
+            "snapshot chunk of {} bytes does not fit a frame's payload",
+            self.snapshot_chunk_bytes
+        );
         let (min, max) = self.election_timeout_range(id);
         let config = openraft::Config {
             cluster_name: "quarry-masters".into(),
@@ -367,5 +380,56 @@ impl RaftNode {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn election_ranges_are_disjoint_with_a_gap() {
+        for config in [
+            RaftConfig::default(),
+            RaftConfig {
+                election_slot_ms: 120,
+                election_jitter_ms: 40,
+                election_timeout_base_ms: 250,
+                heartbeat_interval_ms: 50,
+                ..RaftConfig::default()
+            },
+        ] {
+            let tick = config.heartbeat_interval_ms * 3 / 2;
+            for a in 1..=ELECTION_SLOTS {
+                for b in a + 1..=ELECTION_SLOTS {
+                    let (a_min, a_max) = config.election_timeout_range(a);
+                    let (b_min, _) = config.election_timeout_range(b);
+                    assert!(a_max + tick <= b_min, "{a} {b}: {config:?}");
+                    assert!(a_min > config.heartbeat_interval_ms);
+                }
+            }
+            assert_eq!(
+                config.election_timeout_range(1),
+                config.election_timeout_range(9)
+            );
+            for id in 1..=3 {
+                config.openraft_config(id).unwrap();
+            }
+        }
+        assert_eq!(RaftConfig::default().election_timeout_range(1), (500, 600));
+        assert_eq!(
+            RaftConfig::default().election_timeout_range(3),
+            (1000, 1100)
+        );
+        let bad = RaftConfig {
+            election_jitter_ms: 300,
+            ..RaftConfig::default()
+        };
+        assert!(bad.openraft_config(1).is_err());
+        let bad = RaftConfig {
+            snapshot_chunk_bytes: 8 << 20,
+            ..RaftConfig::default()
+        };
+        assert!(bad.openraft_config(1).is_err());
     }
 }
