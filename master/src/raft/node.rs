@@ -55,14 +55,14 @@ pub struct RaftConfig {
 }
 
 impl Default for RaftConfig {
-    /// Production defaults: heartbeats every 100 ms; node 1 times out between 500 and 600 ms,
-    /// node 2 between 750 and 850 ms, node 3 between 1000 and 1100 ms, ...
+    /// Production defaults: heartbeats every 100 ms; node 1 times out between 400 and 450 ms,
+    /// node 2 between 700 and 750 ms, node 3 between 1000 and 1050 ms, ...
     fn default() -> Self {
         RaftConfig {
             heartbeat_interval_ms: 100,
-            election_timeout_base_ms: 500,
-            election_slot_ms: 250,
-            election_jitter_ms: 100,
+            election_timeout_base_ms: 400,
+            election_slot_ms: 300,
+            election_jitter_ms: 50,
             snapshot_logs_since_last: 10_000,
             max_in_snapshot_log_to_keep: 1_000,
             snapshot_chunk_bytes: 1 << 20,
@@ -83,19 +83,33 @@ impl RaftConfig {
     /// `base + slot * slot_ms` and is `jitter_ms` wide, and the gap to the next slot
     /// (`slot_ms - jitter_ms`, larger than a tick of 1.5 heartbeats plus a round trip) keeps
     /// any two nodes in distinct slots from timing out together: the one in the lower slot
-    /// always asks first. Ids that are equal modulo 8 share a range (randomized within it).
+    /// asks first, and its vote requests arrive before the other's timer fires. The gap must
+    /// be at least [`Self::min_election_gap_ms`]. Ids that are equal modulo 8 share a range
+    /// (randomized within it).
     pub fn election_timeout_range(&self, id: NodeId) -> (u64, u64) {
         let slot = id.wrapping_sub(1) % ELECTION_SLOTS;
         let min = self.election_timeout_base_ms + slot * self.election_slot_ms;
         (min, min + self.election_jitter_ms.max(1))
     }
 
+    /// The smallest gap between two slots' ranges that keeps their elections apart: one
+    /// election tick (openraft checks timeouts every 1.5 heartbeats, at an arbitrary phase per
+    /// node) plus one heartbeat interval for the vote request to arrive (openraft's own bound
+    /// on a call).
+    pub fn min_election_gap_ms(&self) -> u64 {
+        self.heartbeat_interval_ms * 3 / 2 + self.heartbeat_interval_ms
+    }
+
     fn openraft_config(&self, id: NodeId) -> anyhow::Result<openraft::Config> {
+        let gap = self
+            .election_slot_ms
+            .saturating_sub(self.election_jitter_ms);
         anyhow::ensure!(
-            self.election_jitter_ms < self.election_slot_ms,
-            "election jitter {} ms must be below the slot {} ms (the rest is the gap)",
+            gap >= self.min_election_gap_ms(),
+            "election slot {} ms minus jitter {} ms leaves a gap of {gap} ms, below {} ms",
+            self.election_slot_ms,
             self.election_jitter_ms,
-            self.election_slot_ms
+            self.min_election_gap_ms()
         );
         anyhow::ensure!(
             self.snapshot_chunk_bytes > 0
@@ -389,22 +403,22 @@ mod tests {
 
     #[test]
     fn election_ranges_are_disjoint_with_a_gap() {
-        for config in [
-            RaftConfig::default(),
-            RaftConfig {
-                election_slot_ms: 120,
-                election_jitter_ms: 40,
-                election_timeout_base_ms: 250,
-                heartbeat_interval_ms: 50,
-                ..RaftConfig::default()
-            },
-        ] {
-            let tick = config.heartbeat_interval_ms * 3 / 2;
+        let lab = RaftConfig {
+            heartbeat_interval_ms: 50,
+            election_timeout_base_ms: 250,
+            election_slot_ms: 160,
+            election_jitter_ms: 30,
+            ..RaftConfig::default()
+        };
+        for config in [RaftConfig::default(), lab] {
             for a in 1..=ELECTION_SLOTS {
                 for b in a + 1..=ELECTION_SLOTS {
                     let (a_min, a_max) = config.election_timeout_range(a);
                     let (b_min, _) = config.election_timeout_range(b);
-                    assert!(a_max + tick <= b_min, "{a} {b}: {config:?}");
+                    assert!(
+                        a_max + config.min_election_gap_ms() <= b_min,
+                        "{a} {b}: {config:?}"
+                    );
                     assert!(a_min > config.heartbeat_interval_ms);
                 }
             }
@@ -416,13 +430,13 @@ mod tests {
                 config.openraft_config(id).unwrap();
             }
         }
-        assert_eq!(RaftConfig::default().election_timeout_range(1), (500, 600));
+        assert_eq!(RaftConfig::default().election_timeout_range(1), (400, 450));
         assert_eq!(
             RaftConfig::default().election_timeout_range(3),
-            (1000, 1100)
+            (1000, 1050)
         );
         let bad = RaftConfig {
-            election_jitter_ms: 300,
+            election_jitter_ms: 100,
             ..RaftConfig::default()
         };
         assert!(bad.openraft_config(1).is_err());
