@@ -731,3 +731,42 @@ async fn followers_redirect_and_membership_changes() {
         c.shutdown().await;
     }
 }
+
+/// Failover time with the production timings (`RaftConfig::default()`), for the report rather
+/// than for CI (about 30 s): `cargo test -p quarry-master --test raft_lab -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn failover_with_default_timings() {
+    let config = RaftConfig {
+        chunk_size: 1 << 20,
+        ..RaftConfig::default()
+    };
+    let mut c = Cluster::new(3, 91, config).await;
+    let mut failovers = Vec::new();
+    let mut seq = 0;
+    for _ in 0..12 {
+        let (leader, _) = c.wait_leader(&[1, 2, 3], SECS_10).await;
+        seq += 1;
+        c.write(mkdir(seq), SECS_10).await.unwrap();
+        let survivors: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+        let t0 = Instant::now();
+        c.crash(leader).await;
+        let stopped = t0.elapsed();
+        c.wait_leader(&survivors, SECS_10).await;
+        failovers.push(t0.elapsed());
+        eprintln!("crash took {stopped:?}");
+        c.start(leader).await;
+        c.converge(SECS_10).await;
+    }
+    eprintln!(
+        "default-timing failovers (ms): {:?}",
+        failovers.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
+    failovers.sort();
+    eprintln!(
+        "median {:?}, max {:?}",
+        failovers[failovers.len() / 2],
+        failovers.last().unwrap()
+    );
+    c.shutdown().await;
+}
