@@ -177,7 +177,8 @@ impl StateMachine {
 /// Builds a snapshot from a copy of the state taken when openraft asked for the builder.
 pub struct SnapshotBuilder {
     dir: PathBuf,
-    engine: Engine,
+    /// Taken by `build_snapshot` (a builder builds once).
+    engine: Option<Engine>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     current: Arc<Mutex<Option<Current>>>,
@@ -197,13 +198,27 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.last_membership.clone(),
             snapshot_id,
         };
-        let data = encode_checkpoint(&self.engine, checkpoint_index(last.as_ref()))
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &as_io(e)))?;
-        let (dir, m, d) = (self.dir.clone(), meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || persist_snapshot(&dir, &m, &d))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &as_io(e)))?;
+        let sig = meta.signature();
+        let engine = self.engine.take().ok_or_else(|| {
+            StorageIOError::write_snapshot(
+                Some(sig.clone()),
+                &std::io::Error::other("snapshot builder used twice"),
+            )
+        })?;
+        // Encoding and writing a large engine is blocking work: off the async threads.
+        let (dir, m, index) = (
+            self.dir.clone(),
+            meta.clone(),
+            checkpoint_index(last.as_ref()),
+        );
+        let data = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+            let data = encode_checkpoint(&engine, index)?;
+            persist_snapshot(&dir, &m, &data)?;
+            Ok(data)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(sig.clone()), &e))?
+        .map_err(|e| StorageIOError::write_snapshot(Some(sig), &as_io(e)))?;
         *self.current.lock().expect("poisoned") = Some(Current {
             meta: meta.clone(),
             data: Arc::new(data.clone()),
@@ -248,7 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             dir: self.dir.clone(),
-            engine: self.engine.read().expect("poisoned").clone(),
+            engine: Some(self.engine.read().expect("poisoned").clone()),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             current: self.current.clone(),
@@ -267,14 +282,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let engine = decode_checkpoint(&data, checkpoint_index(meta.last_log_id.as_ref()))
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &as_io(e)))?;
-        // Durable before the state changes and before openraft is told it is installed.
-        let (dir, m, d) = (self.dir.clone(), meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || persist_snapshot(&dir, &m, &d))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &as_io(e)))?;
+        let sig = meta.signature();
+        // Decoded (any damage is an error and nothing changes), then durable before the state
+        // changes and before openraft is told it is installed; blocking work, off the async
+        // threads.
+        let (dir, m, index) = (
+            self.dir.clone(),
+            meta.clone(),
+            checkpoint_index(meta.last_log_id.as_ref()),
+        );
+        let (engine, data) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let engine = decode_checkpoint(&data, index)?;
+            persist_snapshot(&dir, &m, &data)?;
+            Ok((engine, data))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(sig.clone()), &e))?
+        .map_err(|e| StorageIOError::write_snapshot(Some(sig), &as_io(e)))?;
         *self.engine.write().expect("poisoned") = engine;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
