@@ -1,8 +1,9 @@
 //! Raft lab tests for the master's Raft core (`quarry_master::raft`), in the style of the classic
 //! lab suite, over the in-memory network: elections, re-election, agreement with failed
 //! followers, a partitioned leader rejoining, persistence across crashes of every node, the
-//! Figure-8 scenario on an unreliable network, snapshots for a lagging follower, and repeated
-//! two-survivor elections (the split-vote fix).
+//! Figure-8 scenario, snapshots for a lagging follower, and repeated two-survivor elections (the
+//! split-vote fix). Every cluster runs on the unreliable network (10% of requests and 10% of
+//! replies dropped, 0-27 ms delay per call, which reorders concurrent calls).
 //!
 //! The commands are engine `Mkdir`s of unique names under the root, each with its own `OpId`,
 //! so that the state of every node can be compared (`Engine: PartialEq`) and each acknowledged
@@ -92,6 +93,8 @@ impl Cluster {
             peers,
             config,
         };
+        // Every lab cluster runs on the unreliable network unless a test says otherwise.
+        unreliable(&c.net);
         for id in 1..=n {
             c.start(id).await;
         }
@@ -313,7 +316,6 @@ async fn initial_election() {
 async fn reelection_after_leader_crash_and_partition() {
     for seed in [11, 12] {
         let mut c = Cluster::new(3, seed, lab_config()).await;
-        c.net.set_delay(Duration::ZERO, Duration::from_millis(10));
         let (l1, t1) = c.wait_leader(&[1, 2, 3], SECS_5).await;
         c.write(mkdir(1), SECS_5).await.unwrap();
 
@@ -487,7 +489,6 @@ async fn figure8_unreliable() {
     for seed in [51, 52, 53] {
         let mut c = Cluster::new(5, seed, lab_config()).await;
         let mut rng = StdRng::seed_from_u64(seed);
-        unreliable(&c.net);
         let mut acked: Vec<u64> = Vec::new();
         let mut unacked = 0;
         let mut seq = 0;
@@ -641,7 +642,6 @@ async fn two_survivors_always_elect() {
     let mut failovers = Vec::new();
     for seed in [71, 72, 73] {
         let mut c = Cluster::new(3, seed, lab_config()).await;
-        c.net.set_delay(Duration::ZERO, Duration::from_millis(5));
         let mut seq = 0;
         for round in 0..7 {
             let (leader, term) = c.wait_leader(&[1, 2, 3], SECS_5).await;
@@ -742,6 +742,7 @@ async fn failover_with_default_timings() {
         ..RaftConfig::default()
     };
     let mut c = Cluster::new(3, 91, config).await;
+    reliable(&c.net);
     let mut failovers = Vec::new();
     let mut seq = 0;
     for _ in 0..12 {

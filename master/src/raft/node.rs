@@ -22,6 +22,9 @@ use std::time::Duration;
 /// Longest [`RaftNode::shutdown`] waits for openraft's tasks to release the log store.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
+/// Pause before another leadership confirmation round after one missed its quorum.
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 /// How many disjoint election-timeout ranges there are; node `id` uses range `(id - 1) % 8`.
 pub const ELECTION_SLOTS: u64 = 8;
 
@@ -276,21 +279,32 @@ impl RaftNode {
 
     /// Confirm that this node is still the leader (a quorum answers for its term) and that its
     /// state machine has applied everything committed before the call, then run `read` on the
-    /// engine: a linearizable read.
+    /// engine: a linearizable read. A confirmation round that misses its quorum (lost messages)
+    /// is tried again until the request timeout; `NotLeader` at once on a follower.
     pub async fn read_linearizable<T>(
         &self,
         read: impl FnOnce(&Engine) -> T,
     ) -> Result<T, FsError> {
-        match tokio::time::timeout(self.request_timeout, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(read(&self.engine.read().expect("poisoned"))),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(not_leader(f.leader_node))
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let err = match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => return Ok(read(&self.engine.read().expect("poisoned"))),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    return Err(not_leader(f.leader_node))
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                    FsError::Unavailable(format!("leadership not confirmed: {e}"))
+                }
+                Ok(Err(RaftError::Fatal(e))) => {
+                    return Err(FsError::Unavailable(format!("raft stopped: {e}")))
+                }
+                Err(_) => return Err(FsError::Timeout("leadership not confirmed in time".into())),
+            };
+            if tokio::time::Instant::now() + READ_RETRY_PAUSE >= deadline {
+                return Err(err);
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => Err(
-                FsError::Unavailable(format!("leadership not confirmed: {e}")),
-            ),
-            Ok(Err(RaftError::Fatal(e))) => Err(FsError::Unavailable(format!("raft stopped: {e}"))),
-            Err(_) => Err(FsError::Timeout("leadership not confirmed in time".into())),
+            tokio::time::sleep(READ_RETRY_PAUSE).await;
         }
     }
 
