@@ -771,3 +771,48 @@ async fn failover_with_default_timings() {
     );
     c.shutdown().await;
 }
+
+/// A command handed to a leader that crashes, retried with the same `OpId` through the next
+/// leader, is applied once: the retry answers with the first application's result (not
+/// `AlreadyExists`), whether or not the first attempt was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_across_leader_change_applies_once() {
+    for seed in [101, 102] {
+        let mut c = Cluster::new(3, seed, lab_config()).await;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut answers = BTreeMap::new();
+        for seq in 1..=6 {
+            let (leader, _) = c.wait_leader(&[1, 2, 3], SECS_5).await;
+            let _ = c.node(leader).raft().client_write_ff(mkdir(seq)).await;
+            if seq % 2 == 1 {
+                // The first attempt is committed and applied, only its answer is lost: the
+                // retry must hit the session table.
+                let deadline = Instant::now() + SECS_5;
+                while !has(&c.node(leader).engine().read().unwrap(), seq) {
+                    assert!(Instant::now() < deadline, "seed {seed}: d{seq} not applied");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            } else {
+                // Fault timing: crash 0-80 ms after the first attempt, committed or not.
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..80))).await;
+            }
+            c.crash(leader).await;
+            let out = c.write(mkdir(seq), SECS_10).await;
+            let Ok(Output::Attr(attr)) = out else {
+                panic!("seed {seed}: retry of d{seq} answered {out:?}");
+            };
+            answers.insert(seq, attr.inode);
+            c.start(leader).await;
+        }
+        let e = c.converge(SECS_10).await;
+        for (seq, inode) in answers {
+            assert_eq!(inode_of(&e, seq), Some(inode), "seed {seed}: d{seq}");
+        }
+        assert_eq!(
+            e.counts().directories,
+            1 + 6,
+            "seed {seed}: a retry applied twice"
+        );
+        c.shutdown().await;
+    }
+}
