@@ -920,8 +920,21 @@ impl Inner {
                 }
                 Err(e) => {
                     tracing::debug!(%master, "heartbeat failed: {e}");
-                    master_idx += 1;
+                    // Follow a follower's hint to the leader, else try the next master; a
+                    // master that did not have this server's report asks for it again.
+                    let hinted = match &e {
+                        FsError::NotLeader { hint: Some(h) } => masters.iter().position(|m| m == h),
+                        _ => None,
+                    };
                     want_report = true;
+                    match hinted {
+                        Some(i) if i != master_idx % masters.len() => {
+                            master_idx = i;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        _ => master_idx += 1,
+                    }
                 }
             }
             tokio::time::sleep(interval).await;

@@ -386,13 +386,16 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "MASTER                 ROLE      LOG INDEX      FILES   DIRS     CHUNKS  TRASH FILES      TRASH SIZE"
+        "MASTER                 ID  ROLE          TERM     COMMIT    APPLIED      FILES   DIRS     CHUNKS  TRASH FILES      TRASH SIZE"
     );
     for m in &s.masters {
         println!(
-            "{:<22} {:<9} {:>9} {:>10} {:>6} {:>10} {:>12} {:>15}",
+            "{:<22} {:>2}  {:<11} {:>6} {:>10} {:>10} {:>10} {:>6} {:>10} {:>12} {:>15}",
             m.addr,
+            m.id,
             m.role,
+            m.term,
+            m.commit_index,
             m.log_index,
             m.files,
             m.directories,

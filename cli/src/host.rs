@@ -58,7 +58,30 @@ impl MasterHost {
         client_config.rpc_timeout = rpc_timeout;
         let client = Client::connect(node.rpc().transport().clone(), client_config).await?;
         let store = Arc::new(MasterRecords(node.master().clone()));
-        let coordinator_task = coordinator.start(client, store);
+        let coordinator_task = match node.master().raft() {
+            None => coordinator.start(client, store),
+            Some(_) => {
+                // In a Raft group the coordinator runs on the leader only: it starts (loading
+                // the jobs from the replicated records) once this master is leader; until then
+                // its routes answer "starting" and callers try another master.
+                let master = node.master().clone();
+                let c = coordinator.clone();
+                tokio::spawn(async move {
+                    while !master.is_leader() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let task = c.start(client, store);
+                    while master.is_leader() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    // Routes cannot be withdrawn: the coordinator stops scheduling, and its
+                    // record writes fail on a follower. Restart this master to serve jobs
+                    // from it again (see docs/raft.md).
+                    tracing::warn!("lost leadership: stopping the job coordinator");
+                    task.abort();
+                })
+            }
+        };
         Ok(MasterHost {
             node,
             coordinator,

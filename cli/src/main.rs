@@ -30,11 +30,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a loopback cluster (a master and N chunkservers) and run until Ctrl-C.
+    /// Start a loopback cluster (masters and chunkservers) and run until Ctrl-C.
     Up {
         /// Data directory; every node gets its own directory under it.
         #[arg(long, default_value = cluster::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// Masters: 1 runs a single master with its own operation log; more run a Raft group
+        /// with automatic failover (fixed when the data directory is created).
+        #[arg(long, default_value_t = up::DEFAULT_MASTERS)]
+        masters: usize,
         #[arg(long, default_value_t = 3)]
         chunkservers: usize,
         /// Run each node as a child process, restarted ~2 s after it exits.
@@ -57,9 +61,23 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "master-0")]
         name: String,
+        /// Raft: this master's id in its group (with --peers).
+        #[arg(long, default_value_t = 1)]
+        id: u64,
+        /// Raft: the voting masters of a new group, `ID=HOST:PORT,...` (this one included, at
+        /// its --listen address). Without it the master runs alone on its own operation log.
+        #[arg(long, value_name = "ID=ADDR,...")]
+        peers: Option<String>,
+        /// Raft: join an existing group (added with `quarry masters add`) instead of forming
+        /// one; without it the lowest id of --peers forms the group on first boot.
+        #[arg(long)]
+        join: bool,
         #[command(flatten)]
         tunables: up::Tunables,
     },
+    /// Raft group membership: add or remove a master.
+    #[command(subcommand)]
+    Masters(MastersCommand),
     /// Run a chunkserver.
     Chunkserver {
         #[arg(long)]
@@ -68,7 +86,7 @@ enum Command {
         certs: PathBuf,
         #[arg(long)]
         listen: SocketAddr,
-        /// Master address (host:port).
+        /// Master addresses (host:port, comma-separated when there are several).
         #[arg(long)]
         master: String,
         #[arg(long)]
@@ -151,6 +169,14 @@ enum Command {
     Getrep { path: String },
 }
 
+#[derive(Subcommand)]
+enum MastersCommand {
+    /// Add a running master (started with `quarry master --join`) to the group.
+    Add { id: u64, addr: String },
+    /// Remove a master from the group.
+    Remove { id: u64 },
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -183,11 +209,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up {
             data,
+            masters,
             chunkservers,
             processes,
             mount,
             tunables,
-        } => up::up(&data, chunkservers, processes, mount.as_deref(), &tunables).await,
+        } => {
+            up::up(
+                &data,
+                masters,
+                chunkservers,
+                processes,
+                mount.as_deref(),
+                &tunables,
+            )
+            .await
+        }
         Command::Umount { dir } => mount::run_umount(&dir),
         Command::Mount { dir } => {
             let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
@@ -198,8 +235,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             certs,
             listen,
             name,
+            id,
+            peers,
+            join,
             tunables,
-        } => up::run_master(&data, &certs, listen, &name, &tunables).await,
+        } => {
+            let raft = match peers {
+                Some(p) => Some(up::raft_settings(id, &up::parse_peers(&p)?, !join)?),
+                None => None,
+            };
+            up::run_master(&data, &certs, listen, &name, raft, &tunables).await
+        }
         Command::Chunkserver {
             data,
             certs,
@@ -232,6 +278,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     path,
                 } => trash::setrep(c, replicas, &path, recursive).await,
                 Command::Getrep { path } => trash::getrep(c, &path).await,
+                Command::Masters(MastersCommand::Add { id, addr }) => {
+                    c.add_master(id, addr).await?;
+                    println!("master {id} added");
+                    Ok(())
+                }
+                Command::Masters(MastersCommand::Remove { id }) => {
+                    c.remove_master(id).await?;
+                    println!("master {id} removed");
+                    Ok(())
+                }
                 Command::Up { .. }
                 | Command::Master { .. }
                 | Command::Chunkserver { .. }

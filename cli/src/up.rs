@@ -7,8 +7,10 @@ use quarry_chunkserver::ChunkserverConfig;
 use quarry_cli::host::{ChunkserverHost, MasterHost};
 use quarry_mapred::coordinator::CoordinatorConfig;
 use quarry_mapred::worker::WorkerConfig;
-use quarry_master::MasterConfig;
+use quarry_master::raft::RaftConfig;
+use quarry_master::{MasterConfig, RaftSettings};
 use quarry_proto::Role;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,9 +69,65 @@ pub struct Tunables {
     pub scrub_idle_ms: u64,
 }
 
+/// Masters `quarry up` runs unless `--masters` says otherwise.
+pub const DEFAULT_MASTERS: usize = 1;
+
+/// `ID=ADDR,ID=ADDR,...` → id → address.
+pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("peer {part:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("peer id {id:?}"))?;
+        anyhow::ensure!(id > 0, "master ids start at 1");
+        anyhow::ensure!(
+            peers.insert(id, addr.trim().to_string()).is_none(),
+            "master id {id} listed twice"
+        );
+    }
+    anyhow::ensure!(!peers.is_empty(), "no peers given");
+    Ok(peers)
+}
+
+/// The Raft settings of master `id` among `peers`: the lowest id forms the group on first
+/// boot (unless this master joins an existing group).
+pub fn raft_settings(
+    id: u64,
+    peers: &BTreeMap<u64, String>,
+    may_form: bool,
+) -> anyhow::Result<RaftSettings> {
+    anyhow::ensure!(
+        peers.contains_key(&id) || !may_form,
+        "--peers does not list this master's id {id}"
+    );
+    Ok(RaftSettings {
+        id,
+        peers: peers.clone(),
+        initialize: may_form && peers.keys().next() == Some(&id),
+        timing: RaftConfig::default(),
+    })
+}
+
+/// The names (certificate and data directory) and ids of `n` masters: `master-0` alone (id 0,
+/// no Raft), else `master-1`..`master-n`.
+fn master_names(n: usize) -> Vec<(u64, String)> {
+    if n <= 1 {
+        vec![(0, "master-0".into())]
+    } else {
+        (1..=n as u64)
+            .map(|id| (id, format!("master-{id}")))
+            .collect()
+    }
+}
+
 impl Tunables {
-    fn master_config(&self, data: PathBuf) -> MasterConfig {
+    fn master_config(&self, data: PathBuf, raft: Option<RaftSettings>) -> MasterConfig {
         let mut c = MasterConfig::new(data);
+        c.raft = raft;
         c.chunk_size = self.chunk_size;
         c.replication = self.replication;
         c.lease_duration_ms = self.lease_ms;
@@ -83,8 +141,13 @@ impl Tunables {
         c
     }
 
-    fn chunkserver_config(&self, data: PathBuf, master: String) -> ChunkserverConfig {
-        let mut c = ChunkserverConfig::new(data, vec![master]);
+    fn chunkserver_config(&self, data: PathBuf, masters: &str) -> ChunkserverConfig {
+        let masters = masters
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        let mut c = ChunkserverConfig::new(data, masters);
         c.heartbeat_interval_ms = self.heartbeat_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
         c.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
@@ -152,15 +215,31 @@ fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The cluster file of a data directory: kept from an earlier start (same ports), else new.
-fn prepare(data: &Path, chunkservers: usize, t: &Tunables) -> anyhow::Result<ClusterFile> {
+fn prepare(
+    data: &Path,
+    masters: usize,
+    chunkservers: usize,
+    t: &Tunables,
+) -> anyhow::Result<ClusterFile> {
     let data = absolute(data)?;
     let certs = data.join("certs");
     init_certs(&certs)?;
     let path = data.join("cluster.toml");
     let mut file = match ClusterFile::load(&path) {
-        Ok(f) => f,
+        Ok(f) => {
+            anyhow::ensure!(
+                f.masters.len() == masters,
+                "{} was created with {} master(s); start it with --masters {}",
+                data.display(),
+                f.masters.len(),
+                f.masters.len()
+            );
+            f
+        }
         Err(_) => ClusterFile {
-            masters: vec![format!("127.0.0.1:{}", free_port()?)],
+            masters: (0..masters)
+                .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
+                .collect::<anyhow::Result<_>>()?,
             certs: certs.clone(),
             data: Some(data.clone()),
             chunkserver_ports: vec![],
@@ -219,37 +298,68 @@ fn banner(
     println!("Ctrl-C stops the cluster; nothing acknowledged is lost.");
 }
 
+/// The Raft settings of each of `file`'s masters (None for a single master).
+fn group(file: &ClusterFile) -> anyhow::Result<Vec<(String, Option<RaftSettings>)>> {
+    let names = master_names(file.masters.len());
+    let peers: BTreeMap<u64, String> = names
+        .iter()
+        .map(|(id, _)| *id)
+        .zip(file.masters.iter().cloned())
+        .collect();
+    names
+        .into_iter()
+        .map(|(id, name)| {
+            let raft = if file.masters.len() > 1 {
+                Some(raft_settings(id, &peers, true)?)
+            } else {
+                None
+            };
+            Ok((name, raft))
+        })
+        .collect()
+}
+
 pub async fn up(
     data: &Path,
+    masters: usize,
     chunkservers: usize,
     processes: bool,
     mount_dir: Option<&Path>,
     t: &Tunables,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(chunkservers >= 1, "need at least one chunkserver");
-    let file = prepare(data, chunkservers, t)?;
+    anyhow::ensure!(
+        (1..=8).contains(&masters),
+        "--masters must be between 1 and 8"
+    );
+    let file = prepare(data, masters, chunkservers, t)?;
     let data = file.data.clone().expect("prepare sets data");
     if processes {
         return supervise(&file, &data, chunkservers, mount_dir, t).await;
     }
     let certs = &file.certs;
-    let master_cert = load_or_issue(certs, "master-0", Role::Master, "master-0")?;
-    let master_addr: SocketAddr = file.masters[0].parse()?;
-    let master = MasterHost::start(
-        t.master_config(data.join("master-0")),
-        t.coordinator_config(),
-        &master_cert,
-        master_addr,
-    )
-    .await
-    .with_context(|| format!("starting the master on {master_addr}"))?;
+    let mut master_hosts = Vec::new();
+    for ((name, raft), addr) in group(&file)?.into_iter().zip(&file.masters) {
+        let master_cert = load_or_issue(certs, &name, Role::Master, &name)?;
+        let master_addr: SocketAddr = addr.parse()?;
+        let master = MasterHost::start(
+            t.master_config(data.join(&name), raft),
+            t.coordinator_config(),
+            &master_cert,
+            master_addr,
+        )
+        .await
+        .with_context(|| format!("starting {name} on {master_addr}"))?;
+        master_hosts.push(master);
+    }
+    let master_list = file.masters.join(",");
     let mut nodes = Vec::new();
     for i in 0..chunkservers {
         let name = format!("chunkserver-{i}");
         let cert = load_or_issue(certs, &name, Role::Chunkserver, &name)?;
         let worker_cert = worker_cert(certs, &name)?;
         let bind: SocketAddr = format!("127.0.0.1:{}", file.chunkserver_ports[i]).parse()?;
-        let config = t.chunkserver_config(data.join(&name), master_addr.to_string());
+        let config = t.chunkserver_config(data.join(&name), &master_list);
         let worker = t.worker_config(&config);
         let node = ChunkserverHost::start(
             config,
@@ -284,7 +394,9 @@ pub async fn up(
     for n in nodes {
         n.shutdown().await;
     }
-    master.shutdown().await;
+    for master in master_hosts {
+        master.shutdown().await;
+    }
     println!("Stopped cleanly.");
     Ok(())
 }
@@ -306,22 +418,36 @@ async fn supervise(
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let certs = file.certs.display().to_string();
-    let mut children = vec![Child {
-        name: "master-0".into(),
-        args: [
-            vec![
-                "master".into(),
-                format!("--data={}", data.join("master-0").display()),
-                format!("--certs={certs}"),
-                format!("--listen={}", file.masters[0]),
-                "--name=master-0".into(),
-            ],
-            t.to_args(),
-        ]
-        .concat(),
-        process: None,
-        restart_at: Some(tokio::time::Instant::now()),
-    }];
+    let peers: String = master_names(file.masters.len())
+        .iter()
+        .zip(&file.masters)
+        .map(|((id, _), addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for ((id, name), addr) in master_names(file.masters.len())
+        .into_iter()
+        .zip(&file.masters)
+    {
+        let mut args = vec![
+            "master".into(),
+            format!("--data={}", data.join(&name).display()),
+            format!("--certs={certs}"),
+            format!("--listen={addr}"),
+            format!("--name={name}"),
+        ];
+        if file.masters.len() > 1 {
+            args.push(format!("--id={id}"));
+            args.push(format!("--peers={peers}"));
+        }
+        children.push(Child {
+            name,
+            args: [args, t.to_args()].concat(),
+            process: None,
+            restart_at: Some(tokio::time::Instant::now()),
+        });
+    }
+    let master_list = file.masters.join(",");
     for i in 0..chunkservers {
         let name = format!("chunkserver-{i}");
         children.push(Child {
@@ -331,7 +457,7 @@ async fn supervise(
                     format!("--data={}", data.join(&name).display()),
                     format!("--certs={certs}"),
                     format!("--listen=127.0.0.1:{}", file.chunkserver_ports[i]),
-                    format!("--master={}", file.masters[0]),
+                    format!("--master={master_list}"),
                     format!("--name={name}"),
                 ],
                 t.to_args(),
@@ -451,11 +577,12 @@ pub async fn run_master(
     certs: &Path,
     listen: SocketAddr,
     name: &str,
+    raft: Option<RaftSettings>,
     t: &Tunables,
 ) -> anyhow::Result<()> {
     let cert = load_or_issue(certs, name, Role::Master, name)?;
     let node = MasterHost::start(
-        t.master_config(data.to_path_buf()),
+        t.master_config(data.to_path_buf(), raft),
         t.coordinator_config(),
         &cert,
         listen,
@@ -484,7 +611,7 @@ pub async fn run_chunkserver(
             None
         }
     };
-    let config = t.chunkserver_config(data.to_path_buf(), master.to_string());
+    let config = t.chunkserver_config(data.to_path_buf(), master);
     let worker = t.worker_config(&config);
     let node = ChunkserverHost::start(
         config,

@@ -517,6 +517,31 @@ impl Client {
         self.inner.master(&ClusterStatus {}).await
     }
 
+    /// What the master at `addr` (leader or not) reports about itself, asked once.
+    pub async fn master_info(&self, addr: &str) -> Result<MasterStatus, FsError> {
+        self.inner.rpc.call(addr, &MasterInfo {}).await
+    }
+
+    /// Add master `id` at `addr` to the Raft group (it must be running, started to join).
+    pub async fn add_master(&self, id: u64, addr: String) -> Result<(), FsError> {
+        self.inner
+            .master(&ChangeMasters {
+                add: Some((id, addr)),
+                remove: None,
+            })
+            .await
+    }
+
+    /// Remove master `id` from the Raft group.
+    pub async fn remove_master(&self, id: u64) -> Result<(), FsError> {
+        self.inner
+            .master(&ChangeMasters {
+                add: None,
+                remove: Some(id),
+            })
+            .await
+    }
+
     /// Where a file's chunks live.
     pub async fn chunks(&self, inode: InodeId) -> Result<Vec<ChunkLocation>, FsError> {
         let mut out = Vec::new();

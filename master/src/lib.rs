@@ -1,9 +1,9 @@
 //! `quarry-master`: the namespace and chunk table as a deterministic state machine
-//! ([`engine`]), made durable by an operation log with checkpoints ([`oplog`]), plus the volatile
+//! ([`engine`]), made durable by an operation log with checkpoints ([`oplog`], a single master)
+//! or replicated among several masters with Raft ([`raft`], openraft), plus the volatile
 //! cluster view rebuilt from heartbeats ([`registry`]: live chunkservers, chunk locations,
 //! leases, placement), the re-replication decisions ([`repair`]), and the runtime serving the
-//! master RPCs ([`service`], [`node`]). [`raft`] replicates the engine with openraft between
-//! masters; the service does not use it yet.
+//! master RPCs ([`service`], [`node`]) on either.
 //!
 //! Depends on `quarry-proto` and `quarry-transport` only; never on another server crate.
 
@@ -16,4 +16,4 @@ pub mod repair;
 pub mod service;
 
 pub use node::MasterNode;
-pub use service::{Master, MasterConfig};
+pub use service::{Master, MasterConfig, RaftSettings};

@@ -1,6 +1,8 @@
 //! A master process: the service behind a QUIC endpoint. Used by `quarry master`, `quarry up`
 //! and the test harness alike.
 
+use crate::engine::MAX_GOAL;
+use crate::raft::{RaftInbox, RaftNode};
 use crate::service::{Master, MasterConfig};
 use quarry_transport::certs::NodeCert;
 use quarry_transport::quic::QuicNode;
@@ -11,6 +13,9 @@ use std::time::Duration;
 pub struct MasterNode {
     master: Master,
     quic: QuicNode,
+    /// Raft: the client endpoint this master dials the other masters from (with its master
+    /// certificate); Raft RPCs are served on `quic`.
+    raft_endpoint: Option<QuicNode>,
 }
 
 impl MasterNode {
@@ -31,8 +36,32 @@ impl MasterNode {
         extra_routes: impl FnOnce(&mut Router),
     ) -> anyhow::Result<MasterNode> {
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
-        let master = Master::open(config)?;
         let mut router = Router::new();
+        let (master, raft_endpoint, initialize) = match config.raft.clone() {
+            None => (Master::open(config)?, None, None),
+            Some(rs) => {
+                // Raft RPCs are served on this master's endpoint (so the address in a
+                // NotLeader hint is the one clients use) and sent from a client endpoint
+                // with the same certificate.
+                let inbox = RaftInbox::new();
+                inbox.route(&mut router);
+                let endpoint = QuicNode::client(cert)?;
+                let mut timing = rs.timing.clone();
+                timing.chunk_size = config.chunk_size;
+                timing.root_goal = config.replication.clamp(1, MAX_GOAL);
+                let raft = RaftNode::start(
+                    rs.id,
+                    &config.data_dir.join("raft"),
+                    rs.peers.clone(),
+                    RpcClient::new(endpoint.transport()).with_timeout(rpc_timeout),
+                    &inbox,
+                    timing,
+                )
+                .await?;
+                let master = Master::open_raft(config, raft);
+                (master, Some(endpoint), rs.initialize.then_some(()))
+            }
+        };
         master.routes(&mut router);
         extra_routes(&mut router);
         let quic = QuicNode::serve(bind, cert, router).await?;
@@ -40,7 +69,16 @@ impl MasterNode {
             RpcClient::new(quic.transport()).with_timeout(rpc_timeout),
             quic.local_addr().to_string(),
         );
-        Ok(MasterNode { master, quic })
+        if let (Some(()), Some(raft)) = (initialize, master.raft()) {
+            raft.initialize()
+                .await
+                .map_err(|e| anyhow::anyhow!("initializing the Raft group: {e}"))?;
+        }
+        Ok(MasterNode {
+            master,
+            quic,
+            raft_endpoint,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -56,14 +94,21 @@ impl MasterNode {
         RpcClient::new(self.quic.transport())
     }
 
-    /// Clean shutdown: checkpoint, then close the endpoint.
+    /// Clean shutdown: checkpoint (or stop Raft), then close the endpoints.
     pub async fn shutdown(self) {
         self.master.shutdown().await;
         self.quic.shutdown().await;
+        if let Some(e) = &self.raft_endpoint {
+            e.shutdown().await;
+        }
     }
 
     /// Stop serving without a checkpoint (what a crash leaves, as far as one process can tell).
     pub async fn crash(self) {
         self.quic.shutdown().await;
+        self.master.halt().await;
+        if let Some(e) = &self.raft_endpoint {
+            e.shutdown().await;
+        }
     }
 }

@@ -5,9 +5,18 @@
 //! The replicated state lives in [`Engine`]; everything here is IO around it. A mutation is
 //! logged (fsynced) before it is applied, so nothing a client saw acknowledged is lost on a crash
 //! and readers never see a change that is not yet durable.
+//!
+//! Two ways to log: a single master writes its own operation log ([`crate::oplog`], no
+//! `MasterConfig::raft`); a master of a Raft group ([`crate::raft`]) submits each command
+//! through [`RaftNode::write`] (committed on a majority, then applied by the state machine that
+//! owns the shared engine). In a Raft group only the leader serves: followers answer
+//! `NotLeader { hint }`, reads confirm leadership first (`read_linearizable`), and the volatile
+//! state (registry, repair) is rebuilt from heartbeats each time this master becomes leader,
+//! with no lease granted on an existing chunk until any lease the old leader gave has expired.
 
 use crate::engine::{Command, Engine, Output, MAX_GOAL};
 use crate::oplog::OpLog;
+use crate::raft::{RaftConfig, RaftNode, RaftRole};
 use crate::registry::{Lease, MarkKind, Registry};
 use crate::repair::{CloneOrder, Finished, Repair, RepairLimits};
 use quarry_proto::chunk::{BumpVersion, CloneChunk};
@@ -17,7 +26,9 @@ use quarry_proto::{
     ServerRef, Timestamp,
 };
 use quarry_transport::{Reply, Request, Router, RpcClient};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -48,6 +59,24 @@ pub struct MasterConfig {
     /// Rebalancing: replicas move while a server holds more than its capacity-proportional
     /// share of them by more than this many chunks (and another fewer by as much); 0: off.
     pub balance_slack_chunks: u64,
+    /// Replicate the state with Raft among several masters (None: a single master with its own
+    /// operation log).
+    pub raft: Option<RaftSettings>,
+}
+
+/// How a master takes part in its Raft group.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    /// This master's id (unique in the group, never reused).
+    pub id: u64,
+    /// Every voting master of a fresh group, this one included: id → the address clients,
+    /// chunkservers and the other masters reach it at (also the `NotLeader` hint).
+    pub peers: BTreeMap<u64, String>,
+    /// Make `peers` the voters if this master's Raft state is empty (first boot; do it on one
+    /// master only; a master that joins an existing group with `add` must not).
+    pub initialize: bool,
+    /// Timing and compaction (its `chunk_size` and `root_goal` are taken from this config).
+    pub timing: RaftConfig,
 }
 
 impl MasterConfig {
@@ -66,6 +95,7 @@ impl MasterConfig {
             clones_per_server: 2,
             clone_bandwidth_bytes_per_sec: 64 << 20,
             balance_slack_chunks: 2,
+            raft: None,
         }
     }
 
@@ -101,9 +131,15 @@ pub struct Master {
 
 struct Inner {
     config: MasterConfig,
-    engine: RwLock<Engine>,
+    /// Shared with the Raft state machine (the only writer) in a Raft group.
+    engine: Arc<RwLock<Engine>>,
     registry: Mutex<Registry>,
-    log_tx: mpsc::Sender<Pending>,
+    /// The operation log writer (single master), or the Raft node (a group).
+    log_tx: Option<mpsc::Sender<Pending>>,
+    raft: Option<Arc<RaftNode>>,
+    /// Raft: the term in which this master became leader and reset its volatile state; 0 while
+    /// it is not the leader. Only a leader whose reset is done serves.
+    leader_term: AtomicU64,
     log_index: Mutex<u64>,
     /// Serializes chunk allocation and lease grants (each involves calls to chunkservers).
     grant_lock: tokio::sync::Mutex<()>,
@@ -148,46 +184,95 @@ impl Master {
                 .apply(&cmd)
                 .map_err(|e| anyhow::anyhow!("setting the trash retention: {e}"))?;
         }
-        let now = Instant::now();
-        // Leases granted before a restart may still be valid: grant none until they have expired.
-        let newest_handle = engine
-            .all_chunks()
-            .map(|(h, _)| h)
-            .max()
-            .unwrap_or_default();
-        let mut registry = Registry::new(
-            Duration::from_millis(config.heartbeat_timeout_ms),
-            now + Duration::from_millis(config.lease_duration_ms),
-            newest_handle,
-        );
-        registry.set_reserve(config.chunk_size);
         let (log_tx, log_rx) = mpsc::channel(QUEUE_DEPTH);
-        let repair = Repair::new(RepairLimits {
-            max_concurrent_clones: config.max_concurrent_clones.max(1) as usize,
-            per_server: config.clones_per_server.max(1) as usize,
-            give_up_after: config.clone_timeout(engine.chunk_size()) * 2,
-            balance_slack_chunks: config.balance_slack_chunks,
+        let inner = Self::build(
+            config,
+            Arc::new(RwLock::new(engine)),
+            Some(log_tx),
+            None,
+            index,
+        );
+        tokio::spawn(log_writer(Arc::downgrade(&inner), oplog, log_rx));
+        Ok(Self::start_loops(inner))
+    }
+
+    /// A master of a Raft group: the engine is the state machine's; every mutation goes
+    /// through `raft`. The caller serves [`Master::routes`] and the Raft inbox on one endpoint.
+    pub fn open_raft(config: MasterConfig, raft: RaftNode) -> Master {
+        let engine = raft.engine();
+        let index = raft.metrics().applied_index;
+        let raft = Arc::new(raft);
+        let mut watch = raft.raft().metrics();
+        let inner = Self::build(config, engine, None, Some(raft), index);
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            loop {
+                let (leader, term) = {
+                    let m = watch.borrow_and_update();
+                    (
+                        m.state == openraft::ServerState::Leader && m.running_state.is_ok(),
+                        m.current_term,
+                    )
+                };
+                let Some(inner) = weak.upgrade() else { return };
+                if leader && inner.leader_term.load(Ordering::SeqCst) != term {
+                    inner.become_leader(term);
+                } else if !leader && inner.leader_term.swap(0, Ordering::SeqCst) != 0 {
+                    tracing::warn!("this master is no longer the leader");
+                }
+                drop(inner);
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
         });
-        let inner = Arc::new(Inner {
+        Self::start_loops(inner)
+    }
+
+    fn build(
+        config: MasterConfig,
+        engine: Arc<RwLock<Engine>>,
+        log_tx: Option<mpsc::Sender<Pending>>,
+        raft: Option<Arc<RaftNode>>,
+        index: u64,
+    ) -> Arc<Inner> {
+        let now = Instant::now();
+        let (registry, repair) = Inner::fresh_volatile(&config, &engine.read().unwrap(), now);
+        Arc::new(Inner {
             repair: Mutex::new(repair),
             repair_wake: Arc::new(tokio::sync::Notify::new()),
             config,
-            engine: RwLock::new(engine),
+            engine,
             registry: Mutex::new(registry),
             log_tx,
+            raft,
+            leader_term: AtomicU64::new(0),
             log_index: Mutex::new(index),
             grant_lock: tokio::sync::Mutex::new(()),
             rpc: Mutex::new(None),
             addr: Mutex::new(String::new()),
             started: now,
-        });
-        tokio::spawn(log_writer(Arc::downgrade(&inner), oplog, log_rx));
+        })
+    }
+
+    fn start_loops(inner: Arc<Inner>) -> Master {
         tokio::spawn(purge_loop(Arc::downgrade(&inner)));
         tokio::spawn(repair_loop(
             Arc::downgrade(&inner),
             inner.repair_wake.clone(),
         ));
-        Ok(Master { inner })
+        Master { inner }
+    }
+
+    /// The Raft node of this master (None for a single master).
+    pub fn raft(&self) -> Option<&Arc<RaftNode>> {
+        self.inner.raft.as_ref()
+    }
+
+    /// Whether this master serves: a single master always, a Raft master while it is the
+    /// leader (and has reset its volatile state for its term).
+    pub fn is_leader(&self) -> bool {
+        self.inner.leader_ready().is_ok()
     }
 
     /// The client the master uses to call chunkservers (set once its endpoint exists).
@@ -246,6 +331,8 @@ impl Master {
         route!(GetGoal, get_goal);
         route!(Fsck, fsck);
         route!(FileInfo, file_info);
+        route!(MasterInfo, master_info);
+        route!(ChangeMasters, change_masters);
     }
 
     /// Drop every open hold of a client that went away; orphans it held last are dropped with
@@ -273,11 +360,24 @@ impl Master {
         self.inner.engine.read().unwrap().records(prefix)
     }
 
-    /// Write a checkpoint and stop accepting mutations (clean shutdown).
+    /// Write a checkpoint and stop accepting mutations (clean shutdown). A Raft master stops
+    /// its Raft (its log and snapshot are already durable).
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        let _ = self.inner.log_tx.send((LogRequest::Checkpoint, tx)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        if let Some(tx) = &self.inner.log_tx {
+            let (done_tx, rx) = oneshot::channel();
+            let _ = tx.send((LogRequest::Checkpoint, done_tx)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        }
+        self.halt().await;
+    }
+
+    /// Stop this master's Raft without anything else (what a crash leaves of it in-process).
+    pub async fn halt(&self) {
+        if let Some(raft) = &self.inner.raft {
+            if let Err(e) = raft.raft().shutdown().await {
+                tracing::debug!("raft shutdown: {e}");
+            }
+        }
     }
 }
 
@@ -403,8 +503,10 @@ async fn purge_loop(inner: std::sync::Weak<Inner>) {
     loop {
         let Some(i) = inner.upgrade() else { return };
         let tick = purge_tick(i.config.trash_retention_ms);
-        if let Err(e) = i.purge(PurgeWhich::Expired, OpId::default(), true).await {
-            tracing::warn!("purging the trash: {e}");
+        if i.leader_ready().is_ok() {
+            if let Err(e) = i.purge(PurgeWhich::Expired, OpId::default(), true).await {
+                tracing::warn!("purging the trash: {e}");
+            }
         }
         drop(i);
         tokio::time::sleep(tick).await;
@@ -420,13 +522,201 @@ fn attr_of(out: Output) -> Result<Attr, FsError> {
 
 impl Inner {
     async fn submit(&self, cmd: Command) -> Result<Output, FsError> {
+        let log_tx = match (&self.raft, &self.log_tx) {
+            (Some(raft), _) => return raft.write(cmd).await,
+            (None, Some(tx)) => tx,
+            (None, None) => return Err(FsError::Unavailable("master has no log".into())),
+        };
         let (tx, rx) = oneshot::channel();
-        self.log_tx
+        log_tx
             .send((LogRequest::Apply(cmd), tx))
             .await
             .map_err(|_| FsError::Unavailable("master is shutting down".into()))?;
         rx.await
             .map_err(|_| FsError::Unavailable("master log writer stopped".into()))?
+    }
+
+    /// The registry and repair state of a master that (re)starts serving: no chunk locations
+    /// (heartbeats bring them), and no lease on an existing chunk until any lease granted
+    /// before (by this master before a restart, or by an old leader) has expired.
+    fn fresh_volatile(config: &MasterConfig, engine: &Engine, now: Instant) -> (Registry, Repair) {
+        let newest_handle = engine
+            .all_chunks()
+            .map(|(h, _)| h)
+            .max()
+            .unwrap_or_default();
+        let mut registry = Registry::new(
+            Duration::from_millis(config.heartbeat_timeout_ms),
+            now + Duration::from_millis(config.lease_duration_ms),
+            newest_handle,
+        );
+        registry.set_reserve(config.chunk_size);
+        let repair = Repair::new(RepairLimits {
+            max_concurrent_clones: config.max_concurrent_clones.max(1) as usize,
+            per_server: config.clones_per_server.max(1) as usize,
+            give_up_after: config.clone_timeout(engine.chunk_size()) * 2,
+            balance_slack_chunks: config.balance_slack_chunks,
+        });
+        (registry, repair)
+    }
+
+    /// Raft: this master just became leader in `term`. Its registry may be from an older term
+    /// (or empty): start over, waiting out the old leader's leases, and log the configured
+    /// trash retention if the state has another.
+    fn become_leader(self: &Arc<Self>, term: u64) {
+        {
+            let engine = self.engine.read().unwrap();
+            let (registry, repair) = Self::fresh_volatile(&self.config, &engine, Instant::now());
+            *self.registry.lock().unwrap() = registry;
+            *self.repair.lock().unwrap() = repair;
+        }
+        self.leader_term.store(term, Ordering::SeqCst);
+        tracing::warn!(term, "this master is the leader");
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let want = inner.config.trash_retention_ms;
+            // The first commands of a term may wait for the blank entry to commit.
+            for _ in 0..50 {
+                if inner.engine.read().unwrap().trash_retention_ms() == want
+                    || inner.leader_term.load(Ordering::SeqCst) != term
+                {
+                    return;
+                }
+                match inner.submit(Command::SetTrashRetention { ms: want }).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::debug!("logging the trash retention: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    /// Ok on a master that serves; `NotLeader` (with the leader's address when known) on a
+    /// Raft follower, `Unavailable` on a leader still resetting for its term.
+    fn leader_ready(&self) -> Result<(), FsError> {
+        let Some(raft) = &self.raft else {
+            return Ok(());
+        };
+        let m = raft.metrics();
+        if m.role != RaftRole::Leader {
+            return Err(FsError::NotLeader {
+                hint: m.leader_addr,
+            });
+        }
+        if self.leader_term.load(Ordering::SeqCst) != m.term {
+            return Err(FsError::Unavailable("the new leader is starting".into()));
+        }
+        Ok(())
+    }
+
+    /// Before a read that must be linearizable: on a Raft master, confirm with a quorum that
+    /// this master is still the leader and that it has applied everything committed before
+    /// now. A leader cut off in a minority answers nothing.
+    async fn read_barrier(&self) -> Result<(), FsError> {
+        self.leader_ready()?;
+        match &self.raft {
+            Some(raft) => raft.read_linearizable(|_| ()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// What this master reports about itself (`MasterInfo`, and its own line of the status).
+    fn self_status(&self) -> MasterStatus {
+        let counts = self.engine.read().unwrap().counts();
+        let index = *self.log_index.lock().unwrap();
+        let mut st = MasterStatus {
+            addr: self.addr.lock().unwrap().clone(),
+            role: "leader".into(),
+            log_index: index,
+            id: 0,
+            term: 0,
+            commit_index: index,
+            files: counts.files,
+            directories: counts.directories,
+            chunks: counts.chunks,
+            trash_files: counts.trash_files,
+            trash_bytes: counts.trash_bytes,
+        };
+        if let Some(raft) = &self.raft {
+            let m = raft.metrics();
+            st.role = match m.role {
+                RaftRole::Leader => "leader",
+                RaftRole::Candidate => "candidate",
+                RaftRole::Follower => "follower",
+                RaftRole::Learner => "learner",
+                RaftRole::Shutdown => "shutdown",
+            }
+            .into();
+            st.id = m.id;
+            st.term = m.term;
+            st.commit_index = m.commit_index;
+            st.log_index = m.applied_index;
+            if let Some(addr) = m.voters.get(&m.id) {
+                st.addr = addr.clone();
+            }
+        }
+        st
+    }
+
+    async fn master_info(&self, _req: Request<MasterInfo>) -> Result<MasterStatus, FsError> {
+        Ok(self.self_status())
+    }
+
+    async fn change_masters(&self, req: Request<ChangeMasters>) -> Result<(), FsError> {
+        let Some(raft) = &self.raft else {
+            return Err(FsError::InvalidArgument(
+                "this master runs without Raft (a single master)".into(),
+            ));
+        };
+        if let Some((id, addr)) = req.msg.add {
+            raft.add_master(id, addr).await?;
+        }
+        if let Some(id) = req.msg.remove {
+            raft.remove_master(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Every master's own status: this one's, and the other voters' asked over RPC (shown
+    /// "unreachable" when they do not answer within a second).
+    async fn masters_status(&self) -> Vec<MasterStatus> {
+        let me = self.self_status();
+        let Some(raft) = &self.raft else {
+            return vec![me];
+        };
+        let Ok(rpc) = self.rpc() else {
+            return vec![me];
+        };
+        let voters = raft.metrics().voters;
+        let rpc = rpc.with_timeout(Duration::from_secs(1));
+        let calls = voters.into_iter().map(|(id, addr)| {
+            let rpc = rpc.clone();
+            let me = me.clone();
+            async move {
+                if id == me.id {
+                    return me;
+                }
+                match rpc.call(&addr, &MasterInfo {}).await {
+                    Ok(st) => st,
+                    Err(_) => MasterStatus {
+                        addr,
+                        role: "unreachable".into(),
+                        log_index: 0,
+                        id,
+                        term: 0,
+                        commit_index: 0,
+                        files: 0,
+                        directories: 0,
+                        chunks: 0,
+                        trash_files: 0,
+                        trash_bytes: 0,
+                    },
+                }
+            }
+        });
+        let mut out = futures_join_all(calls).await;
+        out.sort_by_key(|m| m.id);
+        out
     }
 
     fn rpc(&self) -> Result<RpcClient, FsError> {
@@ -470,6 +760,9 @@ impl Inner {
     /// One pass of the repair loop: decide (sans-IO, in [`Repair::scan`]) under the locks, then
     /// start the clones outside them.
     fn repair_tick(self: &Arc<Self>) {
+        if self.leader_ready().is_err() {
+            return;
+        }
         let Ok(rpc) = self.rpc() else { return };
         let now = Instant::now();
         let orders: Vec<(CloneOrder, u64)> = {
@@ -596,6 +889,7 @@ impl Inner {
     }
 
     async fn list_trash(&self, req: Request<ListTrash>) -> Result<ListTrashReply, FsError> {
+        self.read_barrier().await?;
         let limit = req.msg.limit.clamp(1, 10_000);
         let engine = self.engine.read().unwrap();
         let (entries, more) = engine.trash(req.msg.after, limit);
@@ -640,6 +934,7 @@ impl Inner {
     }
 
     async fn get_goal(&self, req: Request<GetGoal>) -> Result<u32, FsError> {
+        self.read_barrier().await?;
         self.engine.read().unwrap().goal(req.msg.inode)
     }
 
@@ -652,6 +947,7 @@ impl Inner {
     }
 
     async fn lookup(&self, req: Request<Lookup>) -> Result<Attr, FsError> {
+        self.read_barrier().await?;
         self.engine
             .read()
             .unwrap()
@@ -659,10 +955,12 @@ impl Inner {
     }
 
     async fn resolve_path(&self, req: Request<ResolvePath>) -> Result<Attr, FsError> {
+        self.read_barrier().await?;
         self.engine.read().unwrap().resolve(&req.msg.path)
     }
 
     async fn get_attr(&self, req: Request<GetAttr>) -> Result<Attr, FsError> {
+        self.read_barrier().await?;
         self.engine.read().unwrap().getattr(req.msg.inode)
     }
 
@@ -700,6 +998,7 @@ impl Inner {
     }
 
     async fn read_dir(&self, req: Request<ReadDir>) -> Result<ReadDirReply, FsError> {
+        self.read_barrier().await?;
         let limit = req.msg.limit.clamp(1, 10_000);
         let (entries, more) =
             self.engine
@@ -809,6 +1108,7 @@ impl Inner {
     }
 
     async fn read_link(&self, req: Request<ReadLink>) -> Result<String, FsError> {
+        self.read_barrier().await?;
         self.engine.read().unwrap().readlink(req.msg.inode)
     }
 
@@ -859,6 +1159,7 @@ impl Inner {
     }
 
     async fn get_xattr(&self, req: Request<GetXattr>) -> Result<Vec<u8>, FsError> {
+        self.read_barrier().await?;
         self.engine
             .read()
             .unwrap()
@@ -866,6 +1167,7 @@ impl Inner {
     }
 
     async fn list_xattr(&self, req: Request<ListXattr>) -> Result<Vec<String>, FsError> {
+        self.read_barrier().await?;
         self.engine.read().unwrap().list_xattr(req.msg.inode)
     }
 
@@ -902,6 +1204,7 @@ impl Inner {
     }
 
     async fn stat_fs(&self, _req: Request<StatFs>) -> Result<StatFsReply, FsError> {
+        self.read_barrier().await?;
         let (capacity, used) = self.registry.lock().unwrap().space(Instant::now());
         let counts = self.engine.read().unwrap().counts();
         let replication = self.config.replication.max(1) as u64;
@@ -916,6 +1219,7 @@ impl Inner {
     }
 
     async fn get_chunks(&self, req: Request<GetChunks>) -> Result<GetChunksReply, FsError> {
+        self.read_barrier().await?;
         let m = req.msg;
         let count = m.count.clamp(1, 1024);
         let (chunks, size) = {
@@ -940,6 +1244,7 @@ impl Inner {
     }
 
     async fn prepare_write(&self, req: Request<PrepareWrite>) -> Result<WriteGrant, FsError> {
+        self.read_barrier().await?;
         let m = req.msg;
         if let Some(grant) = self.valid_grant(m.inode, m.index) {
             return Ok(grant);
@@ -1179,6 +1484,7 @@ impl Inner {
     }
 
     async fn report_bad_chunk(&self, req: Request<ReportBadChunk>) -> Result<(), FsError> {
+        self.leader_ready()?;
         tracing::warn!(handle = %req.msg.handle, server = %req.msg.server, reporter = %req.peer.name, "corrupt replica reported");
         self.registry
             .lock()
@@ -1191,6 +1497,7 @@ impl Inner {
         &self,
         req: Request<ReportFailedReplica>,
     ) -> Result<(), FsError> {
+        self.leader_ready()?;
         let m = req.msg;
         tracing::warn!(handle = %m.handle, version = %m.version, failed = ?m.failed,
             lease_released = m.lease_released, reporter = %req.peer.name,
@@ -1213,6 +1520,7 @@ impl Inner {
     }
 
     async fn heartbeat(&self, req: Request<Heartbeat>) -> Result<HeartbeatReply, FsError> {
+        self.leader_ready()?;
         let report = {
             let engine = self.engine.read().unwrap();
             let table =
@@ -1233,9 +1541,10 @@ impl Inner {
         &self,
         _req: Request<ClusterStatus>,
     ) -> Result<ClusterStatusReply, FsError> {
+        self.leader_ready()?;
+        let masters = self.masters_status().await;
         let now = Instant::now();
         let engine = self.engine.read().unwrap();
-        let counts = engine.counts();
         let registry = self.registry.lock().unwrap();
         let repair = self.repair.lock().unwrap();
         let mut under = 0u64;
@@ -1258,16 +1567,7 @@ impl Inner {
         }
         let stats = repair.stats();
         Ok(ClusterStatusReply {
-            masters: vec![MasterStatus {
-                addr: self.addr.lock().unwrap().clone(),
-                role: "leader".into(),
-                log_index: *self.log_index.lock().unwrap(),
-                files: counts.files,
-                directories: counts.directories,
-                chunks: counts.chunks,
-                trash_files: counts.trash_files,
-                trash_bytes: counts.trash_bytes,
-            }],
+            masters,
             chunkservers: registry.status(now),
             chunk_size: engine.chunk_size(),
             replication: self.config.replication,
@@ -1286,6 +1586,7 @@ impl Inner {
     /// Walk the namespace below `path` (directory by directory, taking the locks for one
     /// directory or file at a time) and judge every chunk of every regular file.
     async fn fsck(&self, req: Request<Fsck>) -> Result<FsckReply, FsError> {
+        self.read_barrier().await?;
         let m = req.msg;
         let max_problems = m.max_problems.min(10_000) as usize;
         let root = self.engine.read().unwrap().resolve(&m.path)?;
@@ -1387,6 +1688,7 @@ impl Inner {
 
     /// Every replica the master knows of, for a range of a file's chunks.
     async fn file_info(&self, req: Request<FileInfo>) -> Result<FileInfoReply, FsError> {
+        self.read_barrier().await?;
         let m = req.msg;
         let count = m.count.clamp(1, 1024);
         let now = Instant::now();

@@ -114,12 +114,15 @@ pub enum Method {
     RaftAppend = 90,
     RaftVote = 91,
     RaftSnapshot = 92,
+    // master: Raft status and membership (any master answers MasterInfo)
+    MasterInfo = 93,
+    ChangeMasters = 94,
 }
 
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 51] = [
+        const ALL: [Method; 53] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -171,6 +174,8 @@ impl Method {
             RaftAppend,
             RaftVote,
             RaftSnapshot,
+            MasterInfo,
+            ChangeMasters,
         ];
         ALL.into_iter().find(|m| *m as u16 == v)
     }

@@ -341,8 +341,15 @@ pub struct ClusterStatus {}
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterStatus {
     pub addr: String,
+    /// "leader", "follower", "candidate", "learner", "shutdown", or "unreachable" (a master the
+    /// leader could not ask).
     pub role: String,
+    /// The applied log index (the operation log's index for a single master without Raft).
     pub log_index: u64,
+    /// Raft: this master's id (0 without Raft), term and commit index.
+    pub id: u64,
+    pub term: u64,
+    pub commit_index: u64,
     pub files: u64,
     pub directories: u64,
     /// Every chunk in the chunk table, those of trashed files included.
@@ -393,6 +400,21 @@ pub struct ClusterStatusReply {
     pub clones_failed: u64,
 }
 rpc!(ClusterStatus => ClusterStatusReply, ClusterStatus, [Client, Master, Chunkserver]);
+
+/// One master's own view of itself (answered by any master, leader or not): what `quarry
+/// status` shows per master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterInfo {}
+rpc!(MasterInfo => MasterStatus, MasterInfo, [Client, Master, Chunkserver]);
+
+/// Add a master (`add = Some((id, addr))`) to the Raft group or remove one (`remove =
+/// Some(id)`). Answered by the leader (followers answer `NotLeader`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMasters {
+    pub add: Option<(u64, String)>,
+    pub remove: Option<u64>,
+}
+rpc!(ChangeMasters => (), ChangeMasters, [Client]);
 
 /// One file in the trash: a regular file whose last name went while the master keeps a trash
 /// (its storage is reclaimed when the entry is purged).
