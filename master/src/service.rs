@@ -140,6 +140,8 @@ struct Inner {
     /// Raft: the term in which this master became leader and reset its volatile state; 0 while
     /// it is not the leader. Only a leader whose reset is done serves.
     leader_term: AtomicU64,
+    /// When the registry was last started over (at open, or on becoming leader).
+    volatile_since: Mutex<Instant>,
     log_index: Mutex<u64>,
     /// Serializes chunk allocation and lease grants (each involves calls to chunkservers).
     grant_lock: tokio::sync::Mutex<()>,
@@ -247,6 +249,7 @@ impl Master {
             log_tx,
             raft,
             leader_term: AtomicU64::new(0),
+            volatile_since: Mutex::new(now),
             log_index: Mutex::new(index),
             grant_lock: tokio::sync::Mutex::new(()),
             rpc: Mutex::new(None),
@@ -569,6 +572,7 @@ impl Inner {
             let (registry, repair) = Self::fresh_volatile(&self.config, &engine, Instant::now());
             *self.registry.lock().unwrap() = registry;
             *self.repair.lock().unwrap() = repair;
+            *self.volatile_since.lock().unwrap() = Instant::now();
         }
         self.leader_term.store(term, Ordering::SeqCst);
         tracing::warn!(term, "this master is the leader");
@@ -1260,6 +1264,14 @@ impl Inner {
             None => {
                 // Check placement is possible before logging an allocation.
                 if self.registry.lock().unwrap().live_count(Instant::now()) == 0 {
+                    let young = self.volatile_since.lock().unwrap().elapsed()
+                        < Duration::from_millis(self.config.heartbeat_timeout_ms);
+                    if self.raft.is_some() && young {
+                        // A new leader has not heard from the chunkservers yet.
+                        return Err(FsError::Unavailable(
+                            "the new leader is waiting for chunkserver heartbeats".into(),
+                        ));
+                    }
                     let goal = self.engine.read().unwrap().goal(m.inode)?;
                     return Err(FsError::NotEnoughServers {
                         need: goal,

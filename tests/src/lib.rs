@@ -6,6 +6,7 @@
 //! state (the master's status), never on fixed sleeps, and clean up what they started.
 
 pub mod fuse;
+pub mod linearizability;
 
 use bytes::Bytes;
 use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
@@ -30,6 +31,9 @@ pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Masters of a [`ProcCluster`]: 1 (the default) runs a single master on its own
+    /// operation log; more run a Raft group (ids 1..=n). [`Cluster`] always runs one.
+    pub masters: usize,
     pub chunkservers: usize,
     pub chunk_size: u64,
     pub replication: u32,
@@ -61,6 +65,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            masters: 1,
             chunkservers: 3,
             chunk_size: quarry_proto::DEFAULT_CHUNK_SIZE,
             replication: 3,
@@ -86,6 +91,11 @@ impl Default for Options {
 impl Options {
     pub fn chunk_size(mut self, bytes: u64) -> Self {
         self.chunk_size = bytes;
+        self
+    }
+
+    pub fn masters(mut self, n: usize) -> Self {
+        self.masters = n;
         self
     }
 
@@ -230,8 +240,18 @@ impl std::ops::Deref for TestClient {
 }
 
 async fn connect_client(certs: &Certs, master: SocketAddr, retry: Duration) -> TestClient {
+    connect_client_to(certs, &[master], retry).await
+}
+
+/// A client of the masters at `masters` (it follows `NotLeader` hints among them).
+pub async fn connect_client_to(
+    certs: &Certs,
+    masters: &[SocketAddr],
+    retry: Duration,
+) -> TestClient {
     let node = QuicNode::client(&certs.client_cert()).unwrap();
-    let mut config = ClientConfig::new(vec![master.to_string()]);
+    let masters = masters.iter().map(|m| m.to_string()).collect();
+    let mut config = ClientConfig::new(masters);
     config.rpc_timeout = Duration::from_secs(10);
     config.retry_deadline = retry;
     let client = Client::connect(node.transport(), config).await.unwrap();
@@ -244,11 +264,17 @@ async fn alive_count(client: &Client) -> Option<ClusterStatusReply> {
 
 /// Write `DIR/cluster.toml` so the `quarry` CLI can talk to the cluster.
 fn write_cluster_file(dir: &Path, certs: &Path, master: SocketAddr) -> PathBuf {
+    write_cluster_file_for(dir, certs, &[master])
+}
+
+fn write_cluster_file_for(dir: &Path, certs: &Path, masters: &[SocketAddr]) -> PathBuf {
     let path = dir.join("cluster.toml");
+    let list: Vec<String> = masters.iter().map(|m| format!("\"{m}\"")).collect();
     std::fs::write(
         &path,
         format!(
-            "masters = [\"{master}\"]\ncerts = \"{}\"\n",
+            "masters = [{}]\ncerts = \"{}\"\n",
+            list.join(", "),
             certs.display()
         ),
     )
@@ -468,8 +494,10 @@ pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub opts: Options,
     pub certs: Certs,
+    /// The first master's address; every master's in `master_addrs`.
     pub master_addr: SocketAddr,
-    master: Proc,
+    pub master_addrs: Vec<SocketAddr>,
+    masters: Vec<Proc>,
     chunkservers: Vec<Proc>,
     chunkserver_addrs: Vec<SocketAddr>,
     pub cluster_file: PathBuf,
@@ -479,23 +507,43 @@ impl ProcCluster {
     pub async fn start(opts: Options) -> ProcCluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = Certs::create(&dir.path().join("certs"));
-        let master_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let n = opts.masters.max(1);
+        let master_addrs: Vec<SocketAddr> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+            .collect();
+        let master_addr = master_addrs[0];
         let certs_flag = format!("--certs={}", certs.dir.display());
-        let mut master = Proc {
-            args: [
-                vec![
-                    "master".to_string(),
-                    format!("--data={}", dir.path().join("master-0").display()),
-                    certs_flag.clone(),
-                    format!("--listen={master_addr}"),
-                    "--name=master-0".into(),
-                ],
-                opts.flags(),
-            ]
-            .concat(),
-            child: None,
-        };
-        master.spawn();
+        let peers: Vec<String> = master_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let mut masters = Vec::new();
+        for (i, addr) in master_addrs.iter().enumerate() {
+            let name = if n == 1 {
+                "master-0".to_string()
+            } else {
+                format!("master-{}", i + 1)
+            };
+            let mut args = vec![
+                "master".to_string(),
+                format!("--data={}", dir.path().join(&name).display()),
+                certs_flag.clone(),
+                format!("--listen={addr}"),
+                format!("--name={name}"),
+            ];
+            if n > 1 {
+                args.push(format!("--id={}", i + 1));
+                args.push(format!("--peers={}", peers.join(",")));
+            }
+            let mut master = Proc {
+                args: [args, opts.flags()].concat(),
+                child: None,
+            };
+            master.spawn();
+            masters.push(master);
+        }
+        let master_list: Vec<String> = master_addrs.iter().map(|a| a.to_string()).collect();
         let mut chunkservers = Vec::new();
         let mut chunkserver_addrs = Vec::new();
         for i in 0..opts.chunkservers {
@@ -511,7 +559,7 @@ impl ProcCluster {
                         ),
                         certs_flag.clone(),
                         format!("--listen={addr}"),
-                        format!("--master={master_addr}"),
+                        format!("--master={}", master_list.join(",")),
                         format!("--name=chunkserver-{i}"),
                     ],
                     opts.flags(),
@@ -522,13 +570,14 @@ impl ProcCluster {
             p.spawn();
             chunkservers.push(p);
         }
-        let cluster_file = write_cluster_file(dir.path(), &certs.dir, master_addr);
+        let cluster_file = write_cluster_file_for(dir.path(), &certs.dir, &master_addrs);
         let c = ProcCluster {
             dir,
             opts,
             certs,
             master_addr,
-            master,
+            master_addrs,
+            masters,
             chunkservers,
             chunkserver_addrs,
             cluster_file,
@@ -538,11 +587,68 @@ impl ProcCluster {
     }
 
     pub async fn client(&self) -> TestClient {
-        connect_client(&self.certs, self.master_addr, Duration::from_secs(90)).await
+        connect_client_to(&self.certs, &self.master_addrs, Duration::from_secs(90)).await
     }
 
     pub fn chunkserver_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("chunkserver-{i}"))
+    }
+
+    /// Kill -9 master `i` (0-based; its Raft id is `i + 1`).
+    pub fn kill9_master_i(&mut self, i: usize) {
+        self.masters[i].kill9();
+    }
+
+    pub fn restart_master_i(&mut self, i: usize) {
+        self.masters[i].spawn();
+    }
+
+    pub fn master_running(&self, i: usize) -> bool {
+        self.masters[i].child.is_some()
+    }
+
+    /// Freeze (`SIGSTOP`) or thaw (`SIGCONT`) master `i`'s process.
+    pub fn freeze_master(&mut self, i: usize, frozen: bool) {
+        if let Some(c) = &self.masters[i].child {
+            let sig = if frozen { "-STOP" } else { "-CONT" };
+            let _ = std::process::Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Each running master's own status (None for one that does not answer).
+    pub async fn master_infos(
+        &self,
+        client: &Client,
+    ) -> Vec<Option<quarry_proto::master::MasterStatus>> {
+        let mut out = Vec::new();
+        for (i, addr) in self.master_addrs.iter().enumerate() {
+            out.push(if self.master_running(i) {
+                tokio::time::timeout(
+                    Duration::from_millis(500),
+                    client.master_info(&addr.to_string()),
+                )
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+            } else {
+                None
+            });
+        }
+        out
+    }
+
+    /// The master that is leader (index, term), once the running masters agree on it.
+    pub async fn leader(&self, client: &Client) -> Option<(usize, u64)> {
+        let infos = self.master_infos(client).await;
+        let (i, l) = infos
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((i, m.as_ref()?)))
+            .filter(|(_, m)| m.role == "leader")
+            .max_by_key(|(_, m)| m.term)?;
+        Some((i, l.term))
     }
 
     /// The address chunkserver `i` listens on (and the master lists it under).
@@ -563,12 +669,20 @@ impl ProcCluster {
         .await;
     }
 
+    /// Kill -9 every master.
     pub fn kill9_master(&mut self) {
-        self.master.kill9();
+        for m in self.masters.iter_mut() {
+            m.kill9();
+        }
     }
 
+    /// Restart every master that is not running.
     pub fn restart_master(&mut self) {
-        self.master.spawn();
+        for m in self.masters.iter_mut() {
+            if m.child.is_none() {
+                m.spawn();
+            }
+        }
     }
 
     pub fn kill9_chunkserver(&mut self, i: usize) {
@@ -598,7 +712,10 @@ impl Drop for ProcCluster {
         for p in self.chunkservers.iter_mut() {
             p.kill9();
         }
-        self.master.kill9();
+        for i in 0..self.masters.len() {
+            self.freeze_master(i, false);
+        }
+        self.kill9_master();
     }
 }
 

@@ -1,0 +1,384 @@
+//! Three masters in a Raft group, as `quarry master` child processes (issue #4's acceptance):
+//! the leader is killed with `kill -9` again and again under a continuous namespace and data
+//! workload (a new leader each time, nothing acknowledged lost, a register history that is
+//! linearizable), a leader cut off in a minority acknowledges nothing, and a `kill -9` of every
+//! master loses nothing.
+
+use bytes::Bytes;
+use quarry_client::{Client, ClientConfig};
+use quarry_proto::{FsError, InodeId, XattrFlags};
+use quarry_tests::linearizability::{check_register, Event, RegOp};
+use quarry_tests::{pattern, wait_for, Options, ProcCluster, TestClient};
+use quarry_transport::quic::QuicNode;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn opts() -> Options {
+    Options {
+        masters: 3,
+        heartbeat_ms: 100,
+        ..Options::default()
+    }
+}
+
+/// A client of `masters` with a short RPC timeout (a call to a dead master fails fast) and a
+/// long retry deadline (an operation outlives any failover).
+async fn client_of(c: &ProcCluster, masters: &[SocketAddr], retry: Duration) -> TestClient {
+    let node = QuicNode::client(&c.certs.client_cert()).unwrap();
+    let mut config = ClientConfig::new(masters.iter().map(|m| m.to_string()).collect());
+    config.rpc_timeout = Duration::from_secs(2);
+    config.retry_deadline = retry;
+    let client = Client::connect(node.transport(), config).await.unwrap();
+    TestClient { client, node }
+}
+
+/// Wait until a leader other than `old` (index) is up, and return (index, term).
+async fn new_leader(c: &ProcCluster, client: &Client, old: Option<usize>) -> (usize, u64) {
+    wait_for("a new leader", Duration::from_secs(20), || async {
+        c.leader(client).await.filter(|(i, _)| Some(*i) != old)
+    })
+    .await
+}
+
+/// Wait until every running master has applied at least `index`.
+async fn caught_up(c: &ProcCluster, client: &Client, index: u64) {
+    wait_for("masters caught up", Duration::from_secs(30), || async {
+        let infos = c.master_infos(client).await;
+        infos
+            .iter()
+            .enumerate()
+            .all(|(i, m)| !c.master_running(i) || m.as_ref().is_some_and(|m| m.log_index >= index))
+            .then_some(())
+    })
+    .await
+}
+
+/// What one workload worker knows was acknowledged: name → file contents seed.
+type Model = BTreeMap<String, u64>;
+
+/// create f{n} (with data) → rename to g{n} → unlink g{n-2}, until `stop`.
+async fn worker(
+    client: TestClient,
+    dir: InodeId,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    model: Arc<Mutex<Model>>,
+    errors: Arc<Mutex<Vec<String>>>,
+) {
+    let mut n = 0u64;
+    let mut uncertain = false;
+    while !stop.load(Ordering::SeqCst) && !uncertain {
+        let f = format!("f{n}");
+        let g = format!("g{n}");
+        let step = async {
+            let attr = client.create(dir, &f, 0o644, 0, 0, true).await?;
+            model.lock().unwrap().insert(f.clone(), u64::MAX);
+            acked.fetch_add(1, Ordering::SeqCst);
+            client
+                .write(attr.inode, 0, Bytes::from(pattern(n, 300)))
+                .await?;
+            model.lock().unwrap().insert(f.clone(), n);
+            acked.fetch_add(1, Ordering::SeqCst);
+            client.rename(dir, &f, dir, &g).await?;
+            {
+                let mut m = model.lock().unwrap();
+                m.remove(&f);
+                m.insert(g.clone(), n);
+            }
+            acked.fetch_add(1, Ordering::SeqCst);
+            if n >= 2 {
+                let old = format!("g{}", n - 2);
+                client.unlink(dir, &old).await?;
+                model.lock().unwrap().remove(&old);
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<(), FsError>(())
+        };
+        if let Err(e) = step.await {
+            // Not acknowledged: its outcome is unknown, so this worker stops here (what it
+            // acknowledged before is still checked).
+            errors.lock().unwrap().push(format!("step {n}: {e}"));
+            uncertain = true;
+        }
+        n += 1;
+    }
+}
+
+/// Register workload: set or get one extended attribute of one file, recording the history.
+async fn register_client(
+    client: TestClient,
+    inode: InodeId,
+    id: u64,
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<Vec<Event>>>,
+) {
+    let mut k = 0u64;
+    while !stop.load(Ordering::SeqCst) && k < 120 {
+        k += 1;
+        let call = Instant::now();
+        if (k + id) % 2 == 0 {
+            let v = id * 1_000_000 + k;
+            let r = client
+                .setxattr(inode, "user.reg", &v.to_be_bytes(), XattrFlags::Either)
+                .await;
+            history.lock().unwrap().push(Event {
+                op: RegOp::Write(v),
+                call,
+                ret: r.is_ok().then(Instant::now),
+            });
+        } else {
+            let r = client.getxattr(inode, "user.reg").await;
+            let ret = Instant::now();
+            let value = match r {
+                Ok(b) => Some(u64::from_be_bytes(b.try_into().unwrap())),
+                Err(FsError::NoData) => None,
+                Err(_) => continue, // a failed read says nothing
+            };
+            history.lock().unwrap().push(Event {
+                op: RegOp::Read(value),
+                call,
+                ret: Some(ret),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_kill9_twenty_times_under_load() {
+    quarry_tests::init_tracing();
+    let mut c = ProcCluster::start(opts()).await;
+    let all = c.master_addrs.clone();
+    let admin = client_of(&c, &all, Duration::from_secs(60)).await;
+    let reg = admin
+        .mkdir(InodeId::ROOT, "reg", 0o755, 0, 0)
+        .await
+        .unwrap();
+    let reg_file = admin
+        .create(reg.inode, "r", 0o644, 0, 0, true)
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let mut models = Vec::new();
+    let mut tasks = Vec::new();
+    for w in 0..2 {
+        let dir = admin
+            .mkdir(InodeId::ROOT, &format!("w{w}"), 0o755, 0, 0)
+            .await
+            .unwrap();
+        let model = Arc::new(Mutex::new(Model::new()));
+        models.push((dir.inode, model.clone()));
+        tasks.push(tokio::spawn(worker(
+            client_of(&c, &all, Duration::from_secs(60)).await,
+            dir.inode,
+            stop.clone(),
+            acked.clone(),
+            model,
+            errors.clone(),
+        )));
+    }
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let mut reg_tasks = Vec::new();
+    for id in 1..=3 {
+        reg_tasks.push(tokio::spawn(register_client(
+            client_of(&c, &all, Duration::from_secs(60)).await,
+            reg_file.inode,
+            id,
+            stop.clone(),
+            history.clone(),
+        )));
+    }
+
+    let mut failovers = Vec::new();
+    for round in 0..20 {
+        // Some progress first, so every kill lands in the middle of acknowledged work.
+        let before = acked.load(Ordering::SeqCst);
+        wait_for("workload progress", Duration::from_secs(30), || async {
+            (acked.load(Ordering::SeqCst) >= before + 3).then_some(())
+        })
+        .await;
+        let (leader, term) = new_leader(&c, &admin, None).await;
+        let applied = c.master_infos(&admin).await[leader]
+            .as_ref()
+            .map(|m| m.commit_index)
+            .unwrap_or(0);
+        c.kill9_master_i(leader);
+        let killed = Instant::now();
+        let (next, next_term) = new_leader(&c, &admin, Some(leader)).await;
+        let took = killed.elapsed();
+        assert!(next_term > term);
+        assert!(
+            took < Duration::from_secs(5),
+            "round {round}: failover took {took:?}"
+        );
+        failovers.push(took);
+        eprintln!(
+            "round {round}: master {} → {} in {took:?}",
+            leader + 1,
+            next + 1
+        );
+        c.restart_master_i(leader);
+        // The restarted master must be back (caught up) before the next leader dies, or the
+        // next kill would leave no majority.
+        caught_up(&c, &admin, applied).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for t in reg_tasks {
+        t.await.unwrap();
+    }
+    failovers.sort();
+    let median = failovers[failovers.len() / 2];
+    eprintln!(
+        "failover: median {median:?}, min {:?}, max {:?}; {} operations acknowledged",
+        failovers[0],
+        failovers[failovers.len() - 1],
+        acked.load(Ordering::SeqCst)
+    );
+    let errors = errors.lock().unwrap().clone();
+    eprintln!("unacknowledged steps: {errors:?}");
+    assert!(errors.len() <= 1, "too many failed operations: {errors:?}");
+
+    // Nothing acknowledged is lost: each directory holds exactly what its worker was told,
+    // with the data it wrote (a name whose last step failed may or may not be there).
+    let check = client_of(&c, &all, Duration::from_secs(60)).await;
+    for (dir, model) in &models {
+        let model = model.lock().unwrap().clone();
+        let listed: Vec<String> = check
+            .readdir(*dir)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        for (name, seed) in &model {
+            assert!(listed.contains(name), "{name} acknowledged but missing");
+            if *seed != u64::MAX {
+                let attr = check.lookup(*dir, name).await.unwrap();
+                let data = check.read(attr.inode, 0, 300, attr.size).await.unwrap();
+                assert_eq!(&data[..], &pattern(*seed, 300)[..], "{name}");
+            }
+        }
+        assert!(
+            listed.len() <= model.len() + 2,
+            "unexpected names: {listed:?} vs {model:?}"
+        );
+    }
+
+    let history = history.lock().unwrap().clone();
+    let started = Instant::now();
+    assert!(
+        check_register(&history),
+        "register history of {} operations is not linearizable",
+        history.len()
+    );
+    eprintln!(
+        "register history of {} operations linearizable (checked in {:?})",
+        history.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_in_a_minority_acknowledges_nothing() {
+    let mut c = ProcCluster::start(opts()).await;
+    let all = c.master_addrs.clone();
+    let admin = client_of(&c, &all, Duration::from_secs(30)).await;
+    admin
+        .mkdir(InodeId::ROOT, "before", 0o755, 0, 0)
+        .await
+        .unwrap();
+    let (leader, _) = new_leader(&c, &admin, None).await;
+    // Cut the leader off: the two other masters stop (SIGSTOP). The leader keeps running and
+    // answering clients, but no quorum answers it.
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for &i in &others {
+        c.freeze_master(i, true);
+    }
+    let pinned = client_of(&c, &[all[leader]], Duration::from_secs(3)).await;
+    let mut acknowledged = Vec::new();
+    for k in 0..5 {
+        let name = format!("cut{k}");
+        if pinned
+            .mkdir(InodeId::ROOT, &name, 0o755, 0, 0)
+            .await
+            .is_ok()
+        {
+            acknowledged.push(name.clone());
+        }
+        if pinned.lookup(InodeId::ROOT, "before").await.is_ok() {
+            acknowledged.push(format!("read {k}"));
+        }
+    }
+    assert!(
+        acknowledged.is_empty(),
+        "a leader without a quorum acknowledged {acknowledged:?}"
+    );
+    // Heal: a leader emerges again and the attempted names were never acknowledged; new
+    // work proceeds.
+    for &i in &others {
+        c.freeze_master(i, false);
+    }
+    new_leader(&c, &admin, None).await;
+    admin
+        .mkdir(InodeId::ROOT, "after", 0o755, 0, 0)
+        .await
+        .unwrap();
+    admin.lookup(InodeId::ROOT, "before").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_every_master_keeps_the_namespace() {
+    let mut c = ProcCluster::start(opts()).await;
+    let all = c.master_addrs.clone();
+    let client = client_of(&c, &all, Duration::from_secs(60)).await;
+    let dir = client
+        .mkdir(InodeId::ROOT, "keep", 0o755, 0, 0)
+        .await
+        .unwrap();
+    for k in 0..20u64 {
+        let f = client
+            .create(dir.inode, &format!("f{k}"), 0o644, 0, 0, true)
+            .await
+            .unwrap();
+        client
+            .write(f.inode, 0, Bytes::from(pattern(k, 1000)))
+            .await
+            .unwrap();
+    }
+    client
+        .rename(dir.inode, "f0", dir.inode, "renamed")
+        .await
+        .unwrap();
+    client.unlink(dir.inode, "f1").await.unwrap();
+    c.kill9_master();
+    c.restart_master();
+    let client = client_of(&c, &all, Duration::from_secs(60)).await;
+    new_leader(&c, &client, None).await;
+    let names: Vec<String> = client
+        .readdir(dir.inode)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let mut want: Vec<String> = (2..20).map(|k| format!("f{k}")).collect();
+    want.push("renamed".into());
+    want.sort();
+    assert_eq!(names, want);
+    // The data is readable through the new leader (chunk locations come back with the
+    // chunkservers' heartbeats).
+    for k in 2..20u64 {
+        let attr = client.lookup(dir.inode, &format!("f{k}")).await.unwrap();
+        let data = client.read(attr.inode, 0, 1000, attr.size).await.unwrap();
+        assert_eq!(&data[..], &pattern(k, 1000)[..]);
+    }
+}
