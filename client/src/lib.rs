@@ -517,9 +517,11 @@ impl Client {
         self.inner.master(&ClusterStatus {}).await
     }
 
-    /// What the master at `addr` (leader or not) reports about itself, asked once.
+    /// What the master at `addr` (leader or not) reports about itself, asked once (within a
+    /// second: a timeout also drops a cached connection to a master that restarted).
     pub async fn master_info(&self, addr: &str) -> Result<MasterStatus, FsError> {
-        self.inner.rpc.call(addr, &MasterInfo {}).await
+        let rpc = self.inner.rpc.clone().with_timeout(Duration::from_secs(1));
+        rpc.call(addr, &MasterInfo {}).await
     }
 
     /// Add master `id` at `addr` to the Raft group (it must be running, started to join).

@@ -624,14 +624,9 @@ impl ProcCluster {
     ) -> Vec<Option<quarry_proto::master::MasterStatus>> {
         let mut out = Vec::new();
         for (i, addr) in self.master_addrs.iter().enumerate() {
+            // Not cancelled from outside: the call's own timeout drops a stale connection.
             out.push(if self.master_running(i) {
-                tokio::time::timeout(
-                    Duration::from_millis(500),
-                    client.master_info(&addr.to_string()),
-                )
-                .await
-                .ok()
-                .and_then(|r| r.ok())
+                client.master_info(&addr.to_string()).await.ok()
             } else {
                 None
             });
