@@ -234,7 +234,9 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 51, "every method is listed once");
+        assert_eq!(n, 53, "every method is listed once");
+        assert_eq!(Method::from_u16(93), Some(Method::MasterInfo));
+        assert_eq!(Method::from_u16(94), Some(Method::ChangeMasters));
         assert_eq!(Method::from_u16(90), Some(Method::RaftAppend));
         assert_eq!(Method::from_u16(92), Some(Method::RaftSnapshot));
         assert_eq!(Method::from_u16(25), Some(Method::ReportFailedReplica));

@@ -119,7 +119,7 @@ async fn register_client(
     while !stop.load(Ordering::SeqCst) && k < 120 {
         k += 1;
         let call = Instant::now();
-        if (k + id) % 2 == 0 {
+        if (k + id).is_multiple_of(2) {
             let v = id * 1_000_000 + k;
             let r = client
                 .setxattr(inode, "user.reg", &v.to_be_bytes(), XattrFlags::Either)
