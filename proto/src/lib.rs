@@ -91,6 +91,7 @@ pub enum Method {
     ReadChunk = 43,
     BumpVersion = 44,
     ChunkserverPing = 45,
+    GetAppendMemo = 46,
     // coordinator (MapReduce, hosted by the master)
     SubmitJob = 60,
     GetJob = 61,
@@ -114,7 +115,7 @@ pub enum Method {
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 48] = [
+        const ALL: [Method; 49] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -149,6 +150,7 @@ impl Method {
             ReadChunk,
             BumpVersion,
             ChunkserverPing,
+            GetAppendMemo,
             SubmitJob,
             GetJob,
             ListJobs,
@@ -221,7 +223,7 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 48, "every method is listed once");
+        assert_eq!(n, 49, "every method is listed once");
         assert_eq!(Method::from_u16(80), Some(Method::ListTrash));
         assert_eq!(Method::from_u16(84), Some(Method::GetGoal));
         assert_eq!(Method::from_u16(70), Some(Method::CloneChunk));
