@@ -121,7 +121,7 @@ fn intact_record_after(buf: &[u8], bad_off: usize, min_index: u64) -> Option<(us
     None
 }
 
-fn encode_checkpoint(engine: &Engine, index: u64) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn encode_checkpoint(engine: &Engine, index: u64) -> anyhow::Result<Vec<u8>> {
     let payload = postcard::to_stdvec(engine).context("encode engine")?;
     let mut out = Vec::with_capacity(CHECKPOINT_HEADER_BYTES + payload.len());
     out.extend_from_slice(&CHECKPOINT_MAGIC);
@@ -133,7 +133,7 @@ fn encode_checkpoint(engine: &Engine, index: u64) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode_checkpoint(buf: &[u8], index: u64) -> anyhow::Result<Engine> {
+pub(crate) fn decode_checkpoint(buf: &[u8], index: u64) -> anyhow::Result<Engine> {
     if buf.len() < CHECKPOINT_HEADER_BYTES {
         bail!("short checkpoint ({} bytes)", buf.len());
     }
@@ -160,7 +160,7 @@ fn decode_checkpoint(buf: &[u8], index: u64) -> anyhow::Result<Engine> {
     quarry_proto::decode(payload).map_err(|e| anyhow!("decode checkpoint: {e}"))
 }
 
-fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("fsync directory {}", dir.display()))

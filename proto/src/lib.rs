@@ -10,6 +10,7 @@ pub mod frame;
 pub mod ids;
 pub mod job;
 pub mod master;
+pub mod raft;
 pub mod types;
 
 pub use error::FsError;
@@ -110,12 +111,16 @@ pub enum Method {
     CloneChunk = 70,
     Fsck = 71,
     FileInfo = 72,
+    // master ↔ master: Raft replication
+    RaftAppend = 90,
+    RaftVote = 91,
+    RaftSnapshot = 92,
 }
 
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 49] = [
+        const ALL: [Method; 52] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -165,6 +170,9 @@ impl Method {
             CloneChunk,
             Fsck,
             FileInfo,
+            RaftAppend,
+            RaftVote,
+            RaftSnapshot,
         ];
         ALL.into_iter().find(|m| *m as u16 == v)
     }
@@ -223,7 +231,11 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 49, "every method is listed once");
+        assert_eq!(n, 52, "every method is listed once");
+        assert_eq!(Method::from_u16(90), Some(Method::RaftAppend));
+        assert_eq!(Method::from_u16(92), Some(Method::RaftSnapshot));
+        assert_eq!(Method::from_u16(25), Some(Method::ReportFailedReplica));
+        assert_eq!(Method::from_u16(46), Some(Method::GetAppendMemo));
         assert_eq!(Method::from_u16(80), Some(Method::ListTrash));
         assert_eq!(Method::from_u16(84), Some(Method::GetGoal));
         assert_eq!(Method::from_u16(70), Some(Method::CloneChunk));
