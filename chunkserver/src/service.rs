@@ -77,6 +77,15 @@ impl AppendMemo {
         self.placed.get(&(handle, op)).copied()
     }
 
+    /// Every record remembered for `handle` (a linear scan: only clones ask).
+    fn of_chunk(&self, handle: ChunkHandle) -> Vec<(OpId, u64, u64)> {
+        self.order
+            .iter()
+            .filter(|(h, _)| *h == handle)
+            .filter_map(|&(h, op)| self.placed.get(&(h, op)).map(|&(o, l)| (op, o, l)))
+            .collect()
+    }
+
     fn insert(&mut self, handle: ChunkHandle, op: OpId, offset: u64, len: u64) {
         if self.placed.insert((handle, op), (offset, len)).is_none() {
             self.order.push_back((handle, op));
@@ -283,6 +292,7 @@ impl Chunkserver {
         route!(BumpVersion, bump_version);
         route!(ChunkserverPing, ping);
         route!(CloneChunk, clone_chunk);
+        route!(GetAppendMemo, get_append_memo);
     }
 
     /// Start heartbeating and scrubbing; `addr` is how peers reach this server. Runs until the
@@ -854,6 +864,11 @@ impl Inner {
         Reply::from(result)
     }
 
+    async fn get_append_memo(&self, req: Request<GetAppendMemo>) -> Reply<AppendMemoReply> {
+        let records = self.appends.lock().unwrap().of_chunk(req.msg.handle);
+        Reply::ok(AppendMemoReply { records })
+    }
+
     async fn ping(&self, _req: Request<ChunkserverPing>) -> Reply<PingReply> {
         Reply::ok(PingReply { node: self.node })
     }
@@ -1025,8 +1040,25 @@ impl Inner {
         let store = self.store.clone();
         blocking(move || store.create(handle, ChunkVersion::INCOMPLETE)).await?;
         self.note_written(handle);
-        match self.copy_from(m).await {
+        // The source's append memo first, so the copy answers retries of its records once.
+        let copied = match self.copy_from(m).await {
             Ok(len) => {
+                let memo = self
+                    .rpc()?
+                    .call(&m.source.addr, &GetAppendMemo { handle })
+                    .await;
+                memo.map(|r| (len, r.records))
+            }
+            Err(e) => Err(e),
+        };
+        match copied {
+            Ok((len, records)) => {
+                {
+                    let mut appends = self.appends.lock().unwrap();
+                    for (op, offset, n) in records {
+                        appends.insert(handle, op, offset, n);
+                    }
+                }
                 let (store, version) = (self.store.clone(), m.version);
                 let installed = blocking(move || store.set_version(handle, version)).await;
                 if let Err(e) = installed {

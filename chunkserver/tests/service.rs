@@ -576,6 +576,12 @@ fn append(data_id: u64, len: usize, seq: u64) -> Mutation {
 
 /// Move every replica to `version` and give server `primary` the lease.
 async fn regrant(n: &Net, version: u64, primary: usize) {
+    lease_to(n, version, primary, &n.servers, false).await;
+}
+
+/// Move every server to `version` (creating the chunk if `create`), then give server `primary`
+/// a lease whose replicas are `replicas`.
+async fn lease_to(n: &Net, version: u64, primary: usize, replicas: &[ServerRef], create: bool) {
     for s in &n.servers {
         n.master
             .call(
@@ -583,9 +589,9 @@ async fn regrant(n: &Net, version: u64, primary: usize) {
                 &BumpVersion {
                     handle: H,
                     version: ChunkVersion(version),
-                    create: false,
+                    create,
                     lease_ms: None,
-                    replicas: n.servers.clone(),
+                    replicas: replicas.to_vec(),
                 },
             )
             .await
@@ -599,7 +605,7 @@ async fn regrant(n: &Net, version: u64, primary: usize) {
                 version: ChunkVersion(version),
                 create: false,
                 lease_ms: Some(10_000),
-                replicas: n.servers.clone(),
+                replicas: replicas.to_vec(),
             },
         )
         .await
@@ -763,5 +769,41 @@ async fn an_append_lands_at_the_file_end_even_past_a_shorter_replica() {
         assert_eq!(data.len(), 5_100);
         assert!(data[..5_000].iter().all(|&b| b == 0));
         assert_eq!(&data[5_000..], &rec[..]);
+    }
+}
+
+#[tokio::test]
+async fn a_clone_takes_the_append_memo_so_a_retry_through_it_lands_once() {
+    let n = setup(3, 64 << 20);
+    // Servers 0 and 1 hold the lease's replicas; server 2 only has an empty copy.
+    lease_to(&n, 2, 0, &n.servers[..2], true).await;
+    let rec = vec![8u8; 700];
+    let push = PushData {
+        data_id: DataId(1),
+        forward: vec![n.servers[1].clone()],
+        crc32c: crc32c::crc32c(&rec),
+    };
+    n.client
+        .call_with_body(&n.servers[0].addr, &push, Bytes::copy_from_slice(&rec))
+        .await
+        .unwrap();
+    assert_eq!(
+        n.commit(2, append(1, rec.len(), 1)).await.unwrap().offset,
+        0
+    );
+    // Server 2 becomes a replica by cloning from server 0, then the primary.
+    n.clone_to(2, 0, 2, 0).await.unwrap();
+    regrant(&n, 3, 2).await;
+    n.push_from(2, 2, &rec).await.unwrap();
+    assert_eq!(
+        n.commit_at(2, 3, append(2, rec.len(), 1))
+            .await
+            .unwrap()
+            .offset,
+        0,
+        "the retry is recognized by the clone"
+    );
+    for s in &n.stores {
+        assert_eq!(s.len(H, ChunkVersion(3)).unwrap(), 700);
     }
 }

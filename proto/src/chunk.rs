@@ -123,6 +123,21 @@ pub struct PingReply {
 }
 rpc!(ChunkserverPing => PingReply, ChunkserverPing, [Client, Chunkserver, Master]);
 
+/// Chunkserver → chunkserver (a clone's target → its source): where the records appended to
+/// `handle` that the source remembers landed, so that the new copy answers retries of them
+/// exactly once too (record append, `docs/write-protocol.md` §6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetAppendMemo {
+    pub handle: ChunkHandle,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendMemoReply {
+    /// `(record, offset, len)`.
+    pub records: Vec<(OpId, u64, u64)>,
+}
+rpc!(GetAppendMemo => AppendMemoReply, GetAppendMemo, [Chunkserver]);
+
 /// Master → chunkserver (the clone's target): copy chunk `handle` at exactly `version` from
 /// `source` with verified [`ReadChunk`]s, in pieces, and install it here at `version`, replacing
 /// any older copy this server holds. The copy is built at version 0 ([`ChunkVersion::INCOMPLETE`]:

@@ -92,6 +92,7 @@ pub enum Method {
     ReadChunk = 43,
     BumpVersion = 44,
     ChunkserverPing = 45,
+    GetAppendMemo = 46,
     // coordinator (MapReduce, hosted by the master)
     SubmitJob = 60,
     GetJob = 61,
@@ -122,7 +123,7 @@ pub enum Method {
 impl Method {
     pub fn from_u16(v: u16) -> Option<Method> {
         use Method::*;
-        const ALL: [Method; 53] = [
+        const ALL: [Method; 54] = [
             ClusterInfo,
             Lookup,
             ResolvePath,
@@ -157,6 +158,7 @@ impl Method {
             ReadChunk,
             BumpVersion,
             ChunkserverPing,
+            GetAppendMemo,
             SubmitJob,
             GetJob,
             ListJobs,
@@ -234,12 +236,13 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 53, "every method is listed once");
+        assert_eq!(n, 54, "every method is listed once");
         assert_eq!(Method::from_u16(93), Some(Method::MasterInfo));
         assert_eq!(Method::from_u16(94), Some(Method::ChangeMasters));
         assert_eq!(Method::from_u16(90), Some(Method::RaftAppend));
         assert_eq!(Method::from_u16(92), Some(Method::RaftSnapshot));
         assert_eq!(Method::from_u16(25), Some(Method::ReportFailedReplica));
+        assert_eq!(Method::from_u16(46), Some(Method::GetAppendMemo));
         assert_eq!(Method::from_u16(80), Some(Method::ListTrash));
         assert_eq!(Method::from_u16(84), Some(Method::GetGoal));
         assert_eq!(Method::from_u16(70), Some(Method::CloneChunk));

@@ -110,7 +110,7 @@ async fn eight_appenders_land_each_record_once_through_lost_replies_and_a_dead_s
 
     let data = read_whole(&setup, "/log").await;
     let mut seen: HashMap<(u32, u32), usize> = HashMap::new();
-    let mut offsets: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    let mut offsets: BTreeMap<(u32, u32), Vec<u64>> = BTreeMap::new();
     let mut pos = 0usize;
     let cs = chunk as usize;
     // Walk the file: records, and zero padding up to a chunk's end where one did not fit.
@@ -122,7 +122,7 @@ async fn eight_appenders_land_each_record_once_through_lost_replies_and_a_dead_s
             let payload = &data[pos + 20..pos + 20 + len];
             assert_eq!(crc32c::crc32c(payload), crc, "record {key:?} is torn");
             *seen.entry(key).or_insert(0) += 1;
-            offsets.insert(key, pos as u64);
+            offsets.entry(key).or_default().push(pos as u64);
             pos += 20 + len;
         } else {
             let end = ((pos / cs + 1) * cs).min(data.len());
@@ -133,13 +133,20 @@ async fn eight_appenders_land_each_record_once_through_lost_replies_and_a_dead_s
             pos = end;
         }
     }
-    let dups: Vec<_> = seen.iter().filter(|(_, &n)| n != 1).collect();
-    assert!(dups.is_empty(), "records present more than once: {dups:?}");
+    let dups: Vec<_> = offsets
+        .iter()
+        .filter(|(_, at)| at.len() != 1)
+        .map(|(k, at)| (k, at, returned.get(k)))
+        .collect();
+    assert!(
+        dups.is_empty(),
+        "records present more than once (record, offsets, offset append returned): {dups:?}"
+    );
     assert_eq!(seen.len() as u64, total, "every record present");
     for (key, at) in &returned {
         assert_eq!(
-            offsets.get(key),
-            Some(at),
+            offsets.get(key).map(|v| v[0]),
+            Some(*at),
             "record {key:?} is where append said"
         );
     }
