@@ -62,23 +62,27 @@ impl MasterHost {
             None => coordinator.start(client, store),
             Some(_) => {
                 // In a Raft group the coordinator runs on the leader only: it starts (loading
-                // the jobs from the replicated records) once this master is leader; until then
-                // its routes answer "starting" and callers try another master.
+                // the jobs from the replicated records) whenever this master becomes leader and
+                // stops when it loses leadership. Stopped, its routes answer as the master
+                // does (`NotLeader` with the leader's address), so callers go to the leader.
                 let master = node.master().clone();
+                let gate_master = master.clone();
+                coordinator.set_gate(move || gate_master.check_leader());
                 let c = coordinator.clone();
                 tokio::spawn(async move {
-                    while !master.is_leader() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    loop {
+                        while !master.is_leader() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        tracing::info!("leader: starting the job coordinator");
+                        let task = c.start(client.clone(), store.clone());
+                        while master.is_leader() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        tracing::warn!("lost leadership: stopping the job coordinator");
+                        c.stop();
+                        task.abort();
                     }
-                    let task = c.start(client, store);
-                    while master.is_leader() {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    // Routes cannot be withdrawn: the coordinator stops scheduling, and its
-                    // record writes fail on a follower. Restart this master to serve jobs
-                    // from it again (see docs/raft.md).
-                    tracing::warn!("lost leadership: stopping the job coordinator");
-                    task.abort();
                 })
             }
         };

@@ -1,6 +1,7 @@
 //! `quarry`: one binary for every role and every command. This is the only crate that reads
 //! flags, environment variables and config files; the library crates take plain config structs.
 
+mod bench;
 mod cluster;
 mod connect;
 mod files;
@@ -167,6 +168,9 @@ enum Command {
     },
     /// Show the replication goal of a file or directory.
     Getrep { path: String },
+    /// Measure throughput (big-file write and read) and metadata rates (create, stat, rename,
+    /// unlink) through the client library or a mount, with one or more concurrent clients.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -182,7 +186,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // openraft logs every missed heartbeat and stale vote as a warning; those are
+                // routine in a Raft group (its errors still show).
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -254,6 +260,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             tunables,
         } => up::run_chunkserver(&data, &certs, listen, &master, &name, &tunables).await,
+        Command::Bench(args) => {
+            // Through a mount the cluster file is not needed.
+            let file = match args.mount {
+                Some(_) => None,
+                None => Some(cluster::ClusterFile::load(&cluster::cluster_path(
+                    cli.cluster,
+                ))?),
+            };
+            bench::run(file.as_ref(), args).await
+        }
         command => {
             let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
             let conn = connect::connect(&file).await?;
@@ -292,6 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Master { .. }
                 | Command::Chunkserver { .. }
                 | Command::Mount { .. }
+                | Command::Bench(_)
                 | Command::Umount { .. } => {
                     unreachable!("handled above")
                 }

@@ -70,7 +70,7 @@ pub struct Tunables {
 }
 
 /// Masters `quarry up` runs unless `--masters` says otherwise.
-pub const DEFAULT_MASTERS: usize = 1;
+pub const DEFAULT_MASTERS: usize = 3;
 
 /// `ID=ADDR,ID=ADDR,...` → id → address.
 pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {

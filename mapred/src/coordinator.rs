@@ -8,6 +8,12 @@
 //! leader) master resumes the jobs where they were.
 //!
 //! Must not depend on the master crate: the host provides the [`JobStore`] and a [`Client`].
+//!
+//! In a Raft group only the leader's coordinator runs: the host calls [`Coordinator::start`]
+//! when its master becomes leader and [`Coordinator::stop`] when it loses leadership (and may
+//! start it again later). A stopped coordinator answers every call with the error of its
+//! [gate](Coordinator::set_gate) (`NotLeader` with the leader's address), so clients and
+//! workers move to the leader; it keeps no job state between runs (the records are the truth).
 
 use crate::job::{Action, Job, Scheduler, SchedulerConfig};
 use quarry_client::Client;
@@ -17,6 +23,7 @@ use quarry_transport::{Reply, Request, Router};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -93,6 +100,21 @@ struct Inner {
     /// Jobs that ended but are still being cleaned up: reported as running until then, so
     /// nobody sees "succeeded" before the output directory is final.
     finishing: Mutex<BTreeSet<JobId>>,
+    /// Between `start` (once the jobs are loaded) and `stop`.
+    active: AtomicBool,
+    /// Why calls are refused while stopped (the host's leadership check).
+    gate: OnceLock<Gate>,
+}
+
+type Gate = Box<dyn Fn() -> Result<(), FsError> + Send + Sync>;
+
+/// Aborts a task when dropped (so aborting the coordinator's task also ends its ticker).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn unavailable() -> FsError {
@@ -115,8 +137,28 @@ impl Coordinator {
                 submitted: Mutex::new(HashMap::new()),
                 submit_lock: tokio::sync::Mutex::new(()),
                 finishing: Mutex::new(BTreeSet::new()),
+                active: AtomicBool::new(false),
+                gate: OnceLock::new(),
             }),
         }
+    }
+
+    /// What a stopped coordinator answers: the gate's error (e.g. `NotLeader { hint }`), or
+    /// "starting" when the gate passes (this master leads but the jobs are not loaded yet).
+    pub fn set_gate(&self, gate: impl Fn() -> Result<(), FsError> + Send + Sync + 'static) {
+        let _ = self.inner.gate.set(Box::new(gate));
+    }
+
+    /// Stop serving (leadership lost). The caller aborts the task `start` returned; calls are
+    /// refused from now on, held polls return, and the next `start` loads the jobs afresh.
+    pub fn stop(&self) {
+        self.inner.active.store(false, Ordering::SeqCst);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Whether the coordinator is serving (started and not stopped).
+    pub fn is_active(&self) -> bool {
+        self.inner.active.load(Ordering::SeqCst)
     }
 
     pub fn routes(&self, router: &mut Router) {
@@ -137,6 +179,8 @@ impl Coordinator {
     }
 
     /// Load the jobs kept in `store` and start serving. `client` talks to the filesystem.
+    /// Starting again after [`Coordinator::stop`] forgets the previous run's state and loads
+    /// the records as they are now (written by whichever coordinator ran meanwhile).
     pub fn start(&self, client: Client, store: Arc<dyn JobStore>) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
         let _ = inner.client.set(client);
@@ -145,6 +189,10 @@ impl Coordinator {
         let mut actions = Vec::new();
         {
             let mut sched = inner.sched.lock().unwrap();
+            *sched = Scheduler::new(inner.config.scheduler.clone());
+            inner.finishing.lock().unwrap().clear();
+            inner.dirty.lock().unwrap().clear();
+            inner.submitted.lock().unwrap().clear();
             for (key, bytes) in store.load(RECORD_PREFIX) {
                 match postcard::from_bytes::<Job>(&bytes) {
                     Ok(job) => {
@@ -156,11 +204,12 @@ impl Coordinator {
                 }
             }
         }
+        inner.active.store(true, Ordering::SeqCst);
         tokio::spawn(async move {
             inner.handle(actions).await;
-            let ticker = {
+            let _ticker = {
                 let inner = inner.clone();
-                tokio::spawn(async move {
+                AbortOnDrop(tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(inner.config.tick).await;
                         let actions = {
@@ -174,10 +223,9 @@ impl Coordinator {
                         }
                         inner.handle(actions).await;
                     }
-                })
+                }))
             };
             inner.persist_loop().await;
-            ticker.abort();
         })
     }
 
@@ -196,8 +244,19 @@ impl Inner {
         self.client.get().ok_or_else(unavailable)
     }
 
+    /// Ok while started and not stopped; else the gate's refusal.
+    fn serving(&self) -> Result<&Client, FsError> {
+        if !self.active.load(Ordering::SeqCst) {
+            if let Some(gate) = self.gate.get() {
+                gate()?;
+            }
+            return Err(unavailable());
+        }
+        self.client()
+    }
+
     async fn submit(self: &Arc<Self>, req: SubmitJob) -> Result<JobId, FsError> {
-        let client = self.client()?.clone();
+        let client = self.serving()?.clone();
         let _guard = self.submit_lock.lock().await;
         if let Some(id) = self.submitted.lock().unwrap().get(&req.op) {
             return Ok(*id);
@@ -232,11 +291,13 @@ impl Inner {
     }
 
     async fn get_job(&self, req: GetJob) -> Result<JobStatus, FsError> {
+        self.serving()?;
         let s = self.sched.lock().unwrap().status(req.job);
         s.map(|s| self.as_seen(s)).ok_or(FsError::NotFound)
     }
 
     async fn list_jobs(&self, _req: ListJobs) -> Result<Vec<JobStatus>, FsError> {
+        self.serving()?;
         let all = self.sched.lock().unwrap().list();
         Ok(all.into_iter().map(|s| self.as_seen(s)).collect())
     }
@@ -261,10 +322,11 @@ impl Inner {
     }
 
     async fn worker_poll(self: &Arc<Self>, req: WorkerPoll) -> Result<WorkerPollReply, FsError> {
-        self.client()?;
+        self.serving()?;
         let deadline = tokio::time::Instant::now() + self.config.poll_hold;
         loop {
             let notified = self.changed.notified();
+            self.serving()?;
             let (reply, actions, waiting) = {
                 let mut sched = self.sched.lock().unwrap();
                 let now = self.now_ms();
@@ -294,7 +356,7 @@ impl Inner {
     }
 
     async fn report_task(self: &Arc<Self>, req: ReportTask) -> Result<(), FsError> {
-        self.client()?;
+        self.serving()?;
         let actions = {
             let mut sched = self.sched.lock().unwrap();
             let actions = sched.report(req.worker, req.task, req.outcome, self.now_ms());

@@ -278,6 +278,12 @@ impl Master {
         self.inner.leader_ready().is_ok()
     }
 
+    /// Ok on a master that serves requests now; `NotLeader` (with the leader's address when
+    /// known) on a Raft follower, `Unavailable` on a leader still starting its term.
+    pub fn check_leader(&self) -> Result<(), FsError> {
+        self.inner.leader_ready()
+    }
+
     /// The client the master uses to call chunkservers (set once its endpoint exists).
     pub fn set_rpc(&self, rpc: RpcClient, addr: String) {
         *self.inner.rpc.lock().unwrap() = Some(rpc);
@@ -575,7 +581,7 @@ impl Inner {
             *self.volatile_since.lock().unwrap() = Instant::now();
         }
         self.leader_term.store(term, Ordering::SeqCst);
-        tracing::warn!(term, "this master is the leader");
+        tracing::info!(term, "this master is the leader");
         let inner = self.clone();
         tokio::spawn(async move {
             let want = inner.config.trash_retention_ms;

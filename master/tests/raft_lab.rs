@@ -3,7 +3,9 @@
 //! followers, a partitioned leader rejoining, persistence across crashes of every node, the
 //! Figure-8 scenario, snapshots for a lagging follower, and repeated two-survivor elections (the
 //! split-vote fix). Every cluster runs on the unreliable network (10% of requests and 10% of
-//! replies dropped, 0-27 ms delay per call, which reorders concurrent calls).
+//! replies dropped, 0-27 ms delay per call, which reorders concurrent calls, and long
+//! reordering: 3% of requests held 0.2-2 s before their server sees them, so they arrive after
+//! later ones and often after their sender timed out, changed term or lost leadership).
 //!
 //! The commands are engine `Mkdir`s of unique names under the root, each with its own `OpId`,
 //! so that the state of every node can be compared (`Engine: PartialEq`) and each acknowledged
@@ -279,12 +281,18 @@ fn unreliable(net: &MemNetwork) {
     net.set_request_drop(0.10);
     net.set_reply_drop(0.10);
     net.set_delay(Duration::ZERO, Duration::from_millis(27));
+    net.set_long_reordering(
+        0.03,
+        Duration::from_millis(200),
+        Duration::from_millis(2000),
+    );
 }
 
 fn reliable(net: &MemNetwork) {
     net.set_request_drop(0.0);
     net.set_reply_drop(0.0);
     net.set_delay(Duration::ZERO, Duration::ZERO);
+    net.set_long_reordering(0.0, Duration::ZERO, Duration::ZERO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,10 +249,21 @@ pub async fn connect_client_to(
     masters: &[SocketAddr],
     retry: Duration,
 ) -> TestClient {
+    connect_client_with(certs, masters, Duration::from_secs(10), retry).await
+}
+
+/// A client with its own per-call timeout (short: a call to a dead or frozen master fails
+/// fast) and retry deadline (long: an operation outlives a failover).
+pub async fn connect_client_with(
+    certs: &Certs,
+    masters: &[SocketAddr],
+    rpc_timeout: Duration,
+    retry: Duration,
+) -> TestClient {
     let node = QuicNode::client(&certs.client_cert()).unwrap();
     let masters = masters.iter().map(|m| m.to_string()).collect();
     let mut config = ClientConfig::new(masters);
-    config.rpc_timeout = Duration::from_secs(10);
+    config.rpc_timeout = rpc_timeout;
     config.retry_deadline = retry;
     let client = Client::connect(node.transport(), config).await.unwrap();
     TestClient { client, node }

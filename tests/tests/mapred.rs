@@ -517,3 +517,139 @@ async fn workers_killed_and_stalled_and_a_master_restart_do_not_change_the_outpu
     assert!(ok, "{err}");
     assert!(String::from_utf8_lossy(&out).contains("/out/part-00003"));
 }
+
+async fn current_leader(c: &ProcCluster, probe: &Client) -> usize {
+    wait_for("a leader", Duration::from_secs(30), || c.leader(probe))
+        .await
+        .0
+}
+
+/// The job coordinator follows Raft leadership: a job submitted to one leader finishes with
+/// the right output after leadership moved away (the old leader frozen, so it is deposed while
+/// alive) and back to it again; a deposed master's coordinator answers `NotLeader` with the
+/// leader's address instead of its stale view, and serves again once it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_coordinator_hands_off_with_raft_leadership() {
+    quarry_tests::init_tracing();
+    let Some(corpus) = corpus() else { return };
+    let mut opts = Options::default()
+        .masters(3)
+        .chunkservers(3)
+        .chunk_size(512 << 10);
+    opts.heartbeat_ms = 100;
+    opts.task_delay_ms = 200;
+    let mut cluster = ProcCluster::start(opts).await;
+    let client = cluster.client().await;
+    let files = upload_dir(&client, &corpus.join("small"), "/books").await;
+    // Status calls to a frozen master must fail fast.
+    let probe = quarry_tests::connect_client_with(
+        &cluster.certs,
+        &cluster.master_addrs,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    let first = current_leader(&cluster, &probe).await;
+
+    let cluster_file = cluster.cluster_file.clone();
+    let job = std::thread::spawn(move || {
+        run_cli(
+            &cluster_file,
+            &[
+                "job",
+                "wordcount",
+                "/books",
+                "/out",
+                "--reducers",
+                "3",
+                "--wait",
+            ],
+        )
+    });
+    let maps_done = |want: u32| {
+        let client = &client;
+        async move {
+            let jobs = client.rpc_master(&ListJobs {}).await.ok()?;
+            (jobs.first()?.maps.done >= want).then_some(())
+        }
+    };
+    wait_for("some maps done", Duration::from_secs(120), || maps_done(2)).await;
+
+    // Depose the first leader while it stays alive: freeze it until another master leads.
+    cluster.freeze_master(first, true);
+    let second = wait_for("a new leader", Duration::from_secs(30), || async {
+        cluster
+            .leader(&probe)
+            .await
+            .map(|(i, _)| i)
+            .filter(|i| *i != first)
+    })
+    .await;
+    cluster.freeze_master(first, false);
+    // Its coordinator notices and sends callers to the leader.
+    let first_addr = cluster.master_addrs[first].to_string();
+    let second_addr = cluster.master_addrs[second].to_string();
+    wait_for(
+        "the deposed coordinator to redirect",
+        Duration::from_secs(30),
+        || async {
+            match probe.rpc().call(&first_addr, &ListJobs {}).await {
+                Err(quarry_proto::FsError::NotLeader { hint }) => {
+                    (hint.as_deref() == Some(second_addr.as_str())).then_some(())
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+    wait_for(
+        "maps done under the new leader",
+        Duration::from_secs(120),
+        || maps_done(5),
+    )
+    .await;
+
+    // Move leadership until it is back on the first master (each move freezes the current
+    // leader until another one leads).
+    let mut moves = 0;
+    loop {
+        let now = current_leader(&cluster, &probe).await;
+        if now == first {
+            break;
+        }
+        moves += 1;
+        assert!(moves <= 12, "leadership never came back to master {first}");
+        cluster.freeze_master(now, true);
+        wait_for("leadership to move", Duration::from_secs(30), || async {
+            cluster
+                .leader(&probe)
+                .await
+                .map(|(i, _)| i)
+                .filter(|i| *i != now)
+        })
+        .await;
+        cluster.freeze_master(now, false);
+    }
+    // The first master leads again and its coordinator serves.
+    wait_for(
+        "the first master's coordinator to serve again",
+        Duration::from_secs(30),
+        || async { probe.rpc().call(&first_addr, &ListJobs {}).await.ok() },
+    )
+    .await;
+
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || job.join().unwrap())
+        .await
+        .unwrap();
+    assert!(ok, "quarry job failed: {stderr}");
+    assert!(
+        String::from_utf8_lossy(&stdout).contains("succeeded"),
+        "{}",
+        String::from_utf8_lossy(&stdout)
+    );
+    let jobs = probe.rpc().call(&first_addr, &ListJobs {}).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one job, across every hand-off: {jobs:?}");
+    let output = final_output(&client, &jobs[0]).await;
+    assert!(c_sort(&output) == c_sort(&std::fs::read(corpus.join("ref/small.txt")).unwrap()));
+    assert!(c_sort(&output) == c_sort(&run_sequential(&AppSpec::WordCount, &files)));
+}

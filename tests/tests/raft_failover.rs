@@ -5,11 +5,10 @@
 //! master loses nothing.
 
 use bytes::Bytes;
-use quarry_client::{Client, ClientConfig};
+use quarry_client::Client;
 use quarry_proto::{FsError, InodeId, XattrFlags};
 use quarry_tests::linearizability::{check_register, Event, RegOp};
 use quarry_tests::{pattern, wait_for, Options, ProcCluster, TestClient};
-use quarry_transport::quic::QuicNode;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,12 +26,7 @@ fn opts() -> Options {
 /// A client of `masters` with a short RPC timeout (a call to a dead master fails fast) and a
 /// long retry deadline (an operation outlives any failover).
 async fn client_of(c: &ProcCluster, masters: &[SocketAddr], retry: Duration) -> TestClient {
-    let node = QuicNode::client(&c.certs.client_cert()).unwrap();
-    let mut config = ClientConfig::new(masters.iter().map(|m| m.to_string()).collect());
-    config.rpc_timeout = Duration::from_secs(2);
-    config.retry_deadline = retry;
-    let client = Client::connect(node.transport(), config).await.unwrap();
-    TestClient { client, node }
+    quarry_tests::connect_client_with(&c.certs, masters, Duration::from_secs(2), retry).await
 }
 
 /// Wait until a leader other than `old` (index) is up, and return (index, term).

@@ -46,6 +46,9 @@ struct State {
     request_drop: f64,
     reply_drop: f64,
     delay: (Duration, Duration),
+    /// Long reordering: with this probability a request reaches its server only after a long
+    /// hold drawn from the range, even if the caller gave up on it meanwhile.
+    long_hold: (f64, Duration, Duration),
 }
 
 struct Server {
@@ -91,6 +94,7 @@ impl MemNetwork {
                 request_drop: 0.0,
                 reply_drop: 0.0,
                 delay: (Duration::ZERO, Duration::ZERO),
+                long_hold: (0.0, Duration::ZERO, Duration::ZERO),
             })),
         }
     }
@@ -157,13 +161,20 @@ impl MemNetwork {
         self.state().delay = (min.min(max), min.max(max));
     }
 
+    /// Long reordering (the classic lab's "long reordering"): with `probability`, a request is
+    /// held for a time drawn uniformly from [min, max] before its server sees it, so it arrives
+    /// after requests sent later, and possibly after its caller has timed out and moved on.
+    pub fn set_long_reordering(&self, probability: f64, min: Duration, max: Duration) {
+        self.state().long_hold = (probability.clamp(0.0, 1.0), min.min(max), min.max(max));
+    }
+
     async fn open(
         &self,
         from: &str,
         identity: &Identity,
         to: &str,
     ) -> Result<(SendHalf, RecvHalf), FsError> {
-        let (delay, drop_request, die_in_flight, drop_reply) = {
+        let (delay, drop_request, die_in_flight, drop_reply, hold) = {
             let mut s = self.state();
             if let Some(why) = s.refuse(from, to) {
                 return Err(FsError::Unavailable(why));
@@ -181,7 +192,16 @@ impl MemNetwork {
             let drop_request = p_request > 0.0 && s.rng.random_bool(p_request);
             let die_in_flight = s.rng.random_bool(0.5);
             let drop_reply = p_reply > 0.0 && s.rng.random_bool(p_reply);
-            (delay, drop_request, die_in_flight, drop_reply)
+            let (p_hold, hold_min, hold_max) = s.long_hold;
+            let hold = if p_hold > 0.0 && s.rng.random_bool(p_hold) {
+                let nanos = s
+                    .rng
+                    .random_range(hold_min.as_nanos() as u64..=hold_max.as_nanos() as u64);
+                Duration::from_nanos(nanos)
+            } else {
+                Duration::ZERO
+            };
+            (delay, drop_request, die_in_flight, drop_reply, hold)
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -217,8 +237,14 @@ impl MemNetwork {
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
+                let serve = async {
+                    if !hold.is_zero() {
+                        tokio::time::sleep(hold).await;
+                    }
+                    serve_stream(router, peer, send, Box::new(server_recv)).await
+                };
                 tokio::select! {
-                    _ = serve_stream(router, peer, send, Box::new(server_recv)) => {}
+                    _ = serve => {}
                     _ = stopped.wait_for(|s| *s) => {}
                 }
             });

@@ -197,3 +197,35 @@ async fn drops_and_delay() {
     let ok = first.iter().filter(|x| **x).count();
     assert!((5..35).contains(&ok), "{ok} of 40");
 }
+
+#[tokio::test]
+async fn long_reordering_delivers_a_request_after_later_ones() {
+    let net = MemNetwork::new(4);
+    let a = serve(&net, "a", 1);
+    let c = client(&net, "c", Role::Client);
+    // Every request is held 300 ms; the caller gives up after 100 ms.
+    net.set_long_reordering(1.0, Duration::from_millis(300), Duration::from_millis(300));
+    let quick = c.clone().with_timeout(Duration::from_millis(100));
+    let started = Instant::now();
+    assert!(matches!(
+        quick.call("a", &ping()).await,
+        Err(FsError::Timeout(_))
+    ));
+    assert!(a.peers.lock().unwrap().is_empty(), "not delivered yet");
+    // A later request overtakes it.
+    net.set_long_reordering(0.0, Duration::ZERO, Duration::ZERO);
+    let from_b = client(&net, "b", Role::Master);
+    from_b.call("a", &ping()).await.unwrap();
+    assert_eq!(
+        a.peers.lock().unwrap().as_slice(),
+        &[Identity::new(Role::Master, "b")]
+    );
+    // The held one still arrives, after its caller moved on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.peers.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the held request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(a.peers.lock().unwrap()[1], Identity::new(Role::Client, "c"));
+}
