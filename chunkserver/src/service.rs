@@ -212,6 +212,9 @@ struct Inner {
     /// master judges the new copy from the next report instead.
     cloning: Mutex<HashMap<ChunkHandle, u32>>,
     cloned_at: Mutex<HashMap<ChunkHandle, Instant>>,
+    /// The masters this server knows: the configured ones plus any a `NotLeader` hint named
+    /// (a master added to the Raft group after this server started).
+    masters: Mutex<Vec<String>>,
     scrub: Mutex<ScrubStats>,
     appends: Mutex<AppendMemo>,
     /// Counts commits for the lost-reply fault injection, and the replies it "lost".
@@ -243,6 +246,7 @@ async fn blocking<T: Send + 'static>(
 
 impl Chunkserver {
     pub fn new(config: ChunkserverConfig, node: NodeId, store: Arc<dyn ChunkStore>) -> Chunkserver {
+        let masters = Mutex::new(config.masters.clone());
         Chunkserver {
             inner: Arc::new(Inner {
                 config,
@@ -259,6 +263,7 @@ impl Chunkserver {
                 written: Mutex::new(HashMap::new()),
                 cloning: Mutex::new(HashMap::new()),
                 cloned_at: Mutex::new(HashMap::new()),
+                masters,
                 scrub: Mutex::new(ScrubStats::default()),
                 appends: Mutex::new(AppendMemo::default()),
                 commits: AtomicU64::new(0),
@@ -727,7 +732,8 @@ impl Inner {
             failed,
             lease_released,
         };
-        for m in &self.config.masters {
+        let masters = self.masters.lock().unwrap().clone();
+        for m in &masters {
             match rpc.call(m, &report).await {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(%handle, master = %m, "failed-replica report: {e}"),
@@ -792,7 +798,7 @@ impl Inner {
 
     fn report_bad(&self, handle: ChunkHandle) {
         let Ok(rpc) = self.rpc() else { return };
-        let masters = self.config.masters.clone();
+        let masters = self.masters.lock().unwrap().clone();
         let node = self.node;
         tokio::spawn(async move {
             for m in masters {
@@ -902,7 +908,7 @@ impl Inner {
                 bytes_read: self.bytes_read.load(Ordering::Relaxed),
                 bytes_written: self.bytes_written.load(Ordering::Relaxed),
             };
-            let masters = &self.config.masters;
+            let masters = self.masters.lock().unwrap().clone();
             if masters.is_empty() {
                 tracing::error!("no master configured");
                 tokio::time::sleep(interval).await;
@@ -938,7 +944,14 @@ impl Inner {
                     // Follow a follower's hint to the leader, else try the next master; a
                     // master that did not have this server's report asks for it again.
                     let hinted = match &e {
-                        FsError::NotLeader { hint: Some(h) } => masters.iter().position(|m| m == h),
+                        FsError::NotLeader { hint: Some(h) } => {
+                            Some(masters.iter().position(|m| m == h).unwrap_or_else(|| {
+                                // A master that joined the group after this server started.
+                                let mut known = self.masters.lock().unwrap();
+                                known.push(h.clone());
+                                known.len() - 1
+                            }))
+                        }
                         _ => None,
                     };
                     want_report = true;

@@ -58,7 +58,9 @@ struct Inner {
     client_id: ClientId,
     seq: AtomicU64,
     info: ClusterInfoReply,
-    master_hint: Mutex<usize>,
+    /// (masters known: the configured ones plus any a `NotLeader` hint named, which index to
+    /// try next).
+    master_hint: Mutex<(Vec<String>, usize)>,
     locations: Mutex<LocationCache>,
     grants: Mutex<std::collections::HashMap<(InodeId, u64), (WriteGrant, Instant)>>,
     /// Rotates replica choice so reads spread over servers.
@@ -80,6 +82,7 @@ impl Client {
             return Err(FsError::InvalidArgument("no master address given".into()));
         }
         let rpc = RpcClient::new(transport).with_timeout(config.rpc_timeout);
+        let known = config.masters.clone();
         let mut inner = Inner {
             locations: Mutex::new(LocationCache::new(config.location_cache_entries)),
             config,
@@ -91,7 +94,7 @@ impl Client {
                 replication: 0,
                 lease_duration_ms: 0,
             },
-            master_hint: Mutex::new(0),
+            master_hint: Mutex::new((known, 0)),
             grants: Mutex::new(Default::default()),
             read_turn: AtomicU64::new(rand::random()),
         };
@@ -784,19 +787,30 @@ impl Inner {
         let deadline = Instant::now() + self.config.retry_deadline;
         let mut attempt = 0u32;
         loop {
-            let idx = *self.master_hint.lock().unwrap() % self.config.masters.len();
-            let addr = &self.config.masters[idx];
-            match self.rpc.call(addr, req).await {
+            let (idx, addr) = {
+                let h = self.master_hint.lock().unwrap();
+                let idx = h.1 % h.0.len();
+                (idx, h.0[idx].clone())
+            };
+            match self.rpc.call(&addr, req).await {
                 Err(FsError::NotLeader { hint }) => {
                     let mut h = self.master_hint.lock().unwrap();
-                    *h = hint
-                        .and_then(|a| self.config.masters.iter().position(|m| *m == a))
-                        .unwrap_or(idx + 1);
+                    h.1 = match hint {
+                        Some(a) => match h.0.iter().position(|m| *m == a) {
+                            Some(i) => i,
+                            None => {
+                                // A master added to the group after this client started.
+                                h.0.push(a);
+                                h.0.len() - 1
+                            }
+                        },
+                        None => idx + 1,
+                    };
                 }
                 Err(FsError::Unavailable(_)) | Err(FsError::Timeout(_))
                     if Instant::now() < deadline =>
                 {
-                    *self.master_hint.lock().unwrap() = idx + 1;
+                    self.master_hint.lock().unwrap().1 = idx + 1;
                 }
                 other => return other,
             }

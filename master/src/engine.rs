@@ -205,6 +205,11 @@ pub enum Command {
         goal: u32,
         recursive: bool,
     },
+    /// Several commands in one log entry, applied in order as if logged one after another
+    /// (each with its own `OpId` and session check). Raft masters group concurrent requests
+    /// this way so that one log write and one replication round commit them all. Output:
+    /// [`Output::Batch`], one result per command. A batch inside a batch is refused.
+    Batch(Vec<Command>),
 }
 
 /// Longest record key, and largest record value, in bytes.
@@ -236,7 +241,8 @@ impl Command {
             | Command::BumpVersion { .. }
             | Command::SetVersion { .. }
             | Command::PutRecord { .. }
-            | Command::SetTrashRetention { .. } => None,
+            | Command::SetTrashRetention { .. }
+            | Command::Batch(_) => None,
         }
     }
 }
@@ -252,6 +258,8 @@ pub enum Output {
     },
     /// How many items a command affected (files purged, goals changed).
     Count(u64),
+    /// The result of each command of a [`Command::Batch`], in order.
+    Batch(Vec<Result<Output, FsError>>),
 }
 
 /// One row of the chunk table.
@@ -514,6 +522,18 @@ impl Engine {
     /// Apply one logged command. Deterministic: depends only on `self` and `cmd`.
     /// A failed command changes nothing and returns the error.
     pub fn apply(&mut self, cmd: &Command) -> Result<Output, FsError> {
+        if let Command::Batch(cmds) = cmd {
+            let results = cmds
+                .iter()
+                .map(|c| match c {
+                    Command::Batch(_) => {
+                        Err(FsError::InvalidArgument("a batch inside a batch".into()))
+                    }
+                    c => self.apply(c),
+                })
+                .collect();
+            return Ok(Output::Batch(results));
+        }
         let op = cmd.op().filter(|op| op.client.0 != 0);
         if let Some(op) = op {
             match self.sessions.seen(op.client, op.seq) {
@@ -689,6 +709,9 @@ impl Engine {
                 self.trash_retention_ms = *ms;
                 Ok(Output::Unit)
             }
+            Command::Batch(_) => Err(FsError::InvalidArgument(
+                "a batch is applied by Engine::apply".into(),
+            )),
             Command::RestoreTrash {
                 inode, path, time, ..
             } => self.restore_trash(*inode, path.as_deref(), *time),

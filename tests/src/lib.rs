@@ -618,6 +618,42 @@ impl ProcCluster {
         self.masters[i].child.is_some()
     }
 
+    /// Start one more master with `--join` (it waits until `quarry masters add` makes it a
+    /// member); the cluster file lists it from now on. Returns its index (its Raft id is
+    /// index + 1).
+    pub fn spawn_joining_master(&mut self) -> usize {
+        assert!(self.opts.masters > 1, "a single master is not a Raft group");
+        let i = self.masters.len();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.master_addrs.push(addr);
+        let peers: Vec<String> = self
+            .master_addrs
+            .iter()
+            .enumerate()
+            .map(|(k, a)| format!("{}={a}", k + 1))
+            .collect();
+        let name = format!("master-{}", i + 1);
+        let args = vec![
+            "master".to_string(),
+            format!("--data={}", self.dir.path().join(&name).display()),
+            format!("--certs={}", self.certs.dir.display()),
+            format!("--listen={addr}"),
+            format!("--name={name}"),
+            format!("--id={}", i + 1),
+            format!("--peers={}", peers.join(",")),
+            "--join".to_string(),
+        ];
+        let mut master = Proc {
+            args: [args, self.opts.flags()].concat(),
+            child: None,
+        };
+        master.spawn();
+        self.masters.push(master);
+        self.cluster_file =
+            write_cluster_file_for(self.dir.path(), &self.certs.dir, &self.master_addrs);
+        i
+    }
+
     /// Freeze (`SIGSTOP`) or thaw (`SIGCONT`) master `i`'s process.
     pub fn freeze_master(&mut self, i: usize, frozen: bool) {
         if let Some(c) = &self.masters[i].child {

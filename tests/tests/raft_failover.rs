@@ -2,13 +2,14 @@
 //! the leader is killed with `kill -9` again and again under a continuous namespace and data
 //! workload (a new leader each time, nothing acknowledged lost, a register history that is
 //! linearizable), a leader cut off in a minority acknowledges nothing, and a `kill -9` of every
-//! master loses nothing.
+//! master loses nothing, and masters are added and removed with `quarry masters add/remove`
+//! while clients and chunkservers keep working (they learn a new master from the leader hints).
 
 use bytes::Bytes;
 use quarry_client::Client;
 use quarry_proto::{FsError, InodeId, XattrFlags};
 use quarry_tests::linearizability::{check_register, Event, RegOp};
-use quarry_tests::{pattern, wait_for, Options, ProcCluster, TestClient};
+use quarry_tests::{pattern, run_cli, wait_for, Options, ProcCluster, TestClient};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -382,4 +383,96 @@ async fn kill9_of_every_master_keeps_the_namespace() {
         let data = client.read(attr.inode, 0, 1000, attr.size).await.unwrap();
         assert_eq!(&data[..], &pattern(k, 1000)[..]);
     }
+}
+
+/// Write `n` files `f{from}..` of 1000 bytes into `dir` and read each back.
+async fn write_files(client: &Client, dir: InodeId, from: u64, n: u64) {
+    for k in from..from + n {
+        let f = client
+            .create(dir, &format!("f{k}"), 0o644, 0, 0, true)
+            .await
+            .unwrap();
+        client
+            .write(f.inode, 0, Bytes::from(pattern(k, 1000)))
+            .await
+            .unwrap();
+    }
+}
+
+async fn check_files(client: &Client, dir: InodeId, upto: u64) {
+    for k in 0..upto {
+        let attr = client.lookup(dir, &format!("f{k}")).await.unwrap();
+        let data = client.read(attr.inode, 0, 1000, attr.size).await.unwrap();
+        assert_eq!(&data[..], &pattern(k, 1000)[..], "f{k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_are_added_and_removed_with_the_cli() {
+    let mut c = ProcCluster::start(opts()).await;
+    let first_three = c.master_addrs.clone();
+    // This client and the chunkservers were configured with the first three masters only.
+    let client = client_of(&c, &first_three, Duration::from_secs(60)).await;
+    let dir = client
+        .mkdir(InodeId::ROOT, "m", 0o755, 0, 0)
+        .await
+        .unwrap()
+        .inode;
+    write_files(&client, dir, 0, 10).await;
+
+    // A fourth master joins and catches up (a snapshot or the log).
+    let four = c.spawn_joining_master();
+    let addr4 = c.master_addrs[four].to_string();
+    let (ok, out, err) = run_cli(&c.cluster_file, &["masters", "add", "4", &addr4]);
+    assert!(ok, "masters add: {err}");
+    assert!(String::from_utf8_lossy(&out).contains("master 4 added"));
+    let (leader, _) = new_leader(&c, &client, None).await;
+    let target = c.master_infos(&client).await[leader]
+        .as_ref()
+        .unwrap()
+        .log_index;
+    wait_for(
+        "the new master to catch up",
+        Duration::from_secs(30),
+        || async {
+            let m = client.master_info(&addr4).await.ok()?;
+            (m.role == "follower" && m.log_index >= target).then_some(())
+        },
+    )
+    .await;
+    let (ok, out, err) = run_cli(&c.cluster_file, &["status"]);
+    assert!(ok, "status: {err}");
+    assert!(
+        String::from_utf8_lossy(&out).contains(&addr4),
+        "status lists it"
+    );
+
+    // Remove the leader itself; the other three elect one and go on.
+    let (ok, _, err) = run_cli(
+        &c.cluster_file,
+        &["masters", "remove", &(leader + 1).to_string()],
+    );
+    assert!(ok, "masters remove: {err}");
+    let (second, _) = new_leader(&c, &client, Some(leader)).await;
+    c.kill9_master_i(leader);
+    write_files(&client, dir, 10, 10).await;
+
+    // The group is {the two others, master 4}: it survives one more failure.
+    c.kill9_master_i(second);
+    let (third, _) = new_leader(&c, &client, Some(second)).await;
+    assert!(third != leader);
+    write_files(&client, dir, 20, 10).await;
+    check_files(&client, dir, 30).await;
+    // A client that knows only a follower learns the leader from its NotLeader hint, even a
+    // leader it was not configured with (as the chunkservers do in their heartbeat loop).
+    c.restart_master_i(second);
+    let follower = (0..c.master_addrs.len())
+        .find(|&i| i != third && i != leader && c.master_running(i))
+        .unwrap();
+    let only_follower = client_of(&c, &[c.master_addrs[follower]], Duration::from_secs(30)).await;
+    only_follower
+        .mkdir(dir, "via-hint", 0o755, 0, 0)
+        .await
+        .unwrap();
+    check_files(&only_follower, dir, 30).await;
 }

@@ -18,6 +18,15 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Most commands in one log entry, and most such entries in flight at once (openraft 0.9
+/// writes its log once per client write, so grouping is what lets concurrent requests share
+/// one fsync and one replication round).
+const MAX_BATCH: usize = 256;
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+type Submission = (Command, oneshot::Sender<Result<Output, FsError>>);
 
 /// Longest [`RaftNode::shutdown`] waits for openraft's tasks to release the log store.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
@@ -186,6 +195,8 @@ pub struct RaftNode {
     log: LogStore,
     counters: Arc<SnapshotCounters>,
     request_timeout: Duration,
+    /// Writes go through the batcher task.
+    submit: mpsc::Sender<Submission>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -210,6 +221,66 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, String>>) -> FsErro
     }
 }
 
+/// One committed write of `cmd`, within `timeout`.
+async fn write_once(
+    raft: &Raft<TypeConfig>,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<Output, FsError> {
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Ok(Ok(resp)) => resp.data,
+        Ok(Err(e)) => Err(write_error(e)),
+        Err(_) => Err(FsError::Timeout("raft write not committed in time".into())),
+    }
+}
+
+/// Takes what is queued (up to `MAX_BATCH`) as one log entry, with up to
+/// `MAX_BATCHES_IN_FLIGHT` entries being committed at once; a lone command goes as itself.
+async fn batcher(raft: Raft<TypeConfig>, mut queue: mpsc::Receiver<Submission>, timeout: Duration) {
+    let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if batch.len() == 1 {
+                let (cmd, tx) = batch.pop().expect("one");
+                let _ = tx.send(write_once(&raft, cmd, timeout).await);
+                return;
+            }
+            let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+            let n = cmds.len();
+            match write_once(&raft, Command::Batch(cmds), timeout).await {
+                Ok(Output::Batch(results)) if results.len() == n => {
+                    for (tx, r) in txs.into_iter().zip(results) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Ok(other) => {
+                    let e = FsError::Protocol(format!("a batch of {n} yielded {other:?}"));
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
 impl RaftNode {
     /// Start the Raft of master `id` with its state in `data_dir` (created if needed). `peers`
     /// (every voting master, this one included, id → address) is used by [`Self::initialize`]
@@ -231,6 +302,9 @@ impl RaftNode {
         let raft_config = Arc::new(config.openraft_config(id)?);
         let raft = Raft::new(id, raft_config, Network::new(client), log.clone(), sm).await?;
         inbox.set(Some(raft.clone()));
+        let request_timeout = Duration::from_millis(config.request_timeout_ms);
+        let (submit, queue) = mpsc::channel(MAX_BATCH * MAX_BATCHES_IN_FLIGHT);
+        tokio::spawn(batcher(raft.clone(), queue, request_timeout));
         Ok(RaftNode {
             id,
             raft,
@@ -239,7 +313,8 @@ impl RaftNode {
             peers,
             log,
             counters,
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            request_timeout,
+            submit,
         })
     }
 
@@ -269,12 +344,17 @@ impl RaftNode {
     /// `NotLeader` (with the leader's address when known) on a follower; `Timeout` if it is not
     /// committed within the request timeout (e.g. a leader cut off in a minority): then it may
     /// or may not be applied later, and a retry with the same `OpId` is applied at most once.
+    ///
+    /// Concurrent writes are grouped into one log entry ([`Command::Batch`]) while earlier
+    /// ones are being committed; each keeps its own result and its own exactly-once check.
     pub async fn write(&self, cmd: Command) -> Result<Output, FsError> {
-        match tokio::time::timeout(self.request_timeout, self.raft.client_write(cmd)).await {
-            Ok(Ok(resp)) => resp.data,
-            Ok(Err(e)) => Err(write_error(e)),
-            Err(_) => Err(FsError::Timeout("raft write not committed in time".into())),
-        }
+        let (tx, rx) = oneshot::channel();
+        self.submit
+            .send((cmd, tx))
+            .await
+            .map_err(|_| FsError::Unavailable("raft stopped".into()))?;
+        rx.await
+            .map_err(|_| FsError::Unavailable("raft stopped".into()))?
     }
 
     /// Confirm that this node is still the leader (a quorum answers for its term) and that its
