@@ -305,8 +305,8 @@ impl Body {
         Ok(Some(self.buf.split().freeze()))
     }
 
-    /// Whole body in one buffer (allocated once with capacity len). After some
-    /// [`Body::next_chunk`] calls, the rest of it.
+    /// Whole body in one buffer, grown as the bytes arrive (never reserved from `len` alone).
+    /// After some [`Body::next_chunk`] calls, the rest of it.
     pub async fn read_all(mut self) -> Result<Bytes, FsError> {
         if self.remaining == 0 {
             return Ok(Bytes::new());
