@@ -121,7 +121,9 @@ fn structured(data: &[u8]) -> Option<Vec<u8>> {
     } else {
         u64::from(claim & 0xfff)
     };
-    let mut out = FrameHeader::request(method, payload_len, body_len).encode().to_vec();
+    let mut out = FrameHeader::request(method, payload_len, body_len)
+        .encode()
+        .to_vec();
     out.extend_from_slice(payload);
     out.extend_from_slice(body);
     Some(out)
