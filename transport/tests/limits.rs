@@ -137,7 +137,7 @@ async fn malformed_payloads_get_a_protocol_error_reply() {
         let reply = raw_call(&client, bytes).await;
         assert!(matches!(reply, Err(FsError::Protocol(_))), "{reply:?}");
     }
-    let mut unknown = full.clone();
+    let mut unknown = full;
     unknown[4] = 0xee;
     let reply = raw_call(&client, &unknown).await;
     assert!(matches!(reply, Err(FsError::Protocol(_))), "{reply:?}");
