@@ -8,7 +8,7 @@
 //! lease/mutation logic, or anything else of the service around it.
 
 mod file;
-mod format;
+pub mod format;
 mod mem;
 
 pub use file::{FileStore, FD_CACHE_CAPACITY};
@@ -63,22 +63,22 @@ pub trait ChunkStore: Send + Sync + 'static {
 }
 
 /// Bytes per checksum block (a power of two).
-pub(crate) const BLOCK: u64 = CHECKSUM_BLOCK_BYTES;
+pub const BLOCK: u64 = CHECKSUM_BLOCK_BYTES;
 const _: () = assert!(BLOCK.is_power_of_two());
 static ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];
 
 /// Number of blocks that cover `len` bytes.
-pub(crate) fn blocks_for(len: u64) -> u64 {
+pub fn blocks_for(len: u64) -> u64 {
     len.div_ceil(BLOCK)
 }
 
 /// Byte range `[start, end)` of block `b` in a chunk of `len` bytes.
-pub(crate) fn block_range(b: u64, len: u64) -> (u64, u64) {
+pub fn block_range(b: u64, len: u64) -> (u64, u64) {
     (b * BLOCK, ((b + 1) * BLOCK).min(len))
 }
 
 /// CRC32C of a block's bytes.
-pub(crate) fn crc(bytes: &[u8]) -> u32 {
+pub fn crc(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
 
@@ -106,7 +106,7 @@ pub(crate) fn check_bound(offset: u64, len: u64, max: u64) -> Result<u64, FsErro
 /// is `new_len` bytes long, bytes `[offset, offset + data.len())` are `data`, bytes below
 /// `old_len` outside that range keep their value, and every other byte is zero.
 #[derive(Debug)]
-pub(crate) struct Plan<'a> {
+pub struct Plan<'a> {
     pub old_len: u64,
     pub new_len: u64,
     pub offset: u64,
@@ -196,7 +196,7 @@ impl<'a> Plan<'a> {
 }
 
 /// Verify `buf`, the bytes of blocks `first..` (the last one possibly partial), against `crcs`.
-pub(crate) fn verify_blocks(
+pub fn verify_blocks(
     handle: ChunkHandle,
     first: u64,
     buf: &[u8],

@@ -121,7 +121,8 @@ fn intact_record_after(buf: &[u8], bad_off: usize, min_index: u64) -> Option<(us
     None
 }
 
-pub(crate) fn encode_checkpoint(engine: &Engine, index: u64) -> anyhow::Result<Vec<u8>> {
+/// A checkpoint file's bytes: header (magic, version, CRC, index, length) and postcard(engine).
+pub fn encode_checkpoint(engine: &Engine, index: u64) -> anyhow::Result<Vec<u8>> {
     let payload = postcard::to_stdvec(engine).context("encode engine")?;
     let mut out = Vec::with_capacity(CHECKPOINT_HEADER_BYTES + payload.len());
     out.extend_from_slice(&CHECKPOINT_MAGIC);
@@ -133,7 +134,9 @@ pub(crate) fn encode_checkpoint(engine: &Engine, index: u64) -> anyhow::Result<V
     Ok(out)
 }
 
-pub(crate) fn decode_checkpoint(buf: &[u8], index: u64) -> anyhow::Result<Engine> {
+/// The engine in a checkpoint's bytes ([`encode_checkpoint`]), which must name log `index`; any
+/// damage is an error.
+pub fn decode_checkpoint(buf: &[u8], index: u64) -> anyhow::Result<Engine> {
     if buf.len() < CHECKPOINT_HEADER_BYTES {
         bail!("short checkpoint ({} bytes)", buf.len());
     }

@@ -20,6 +20,7 @@ use crate::raft::{RaftConfig, RaftNode, RaftRole};
 use crate::registry::{Lease, MarkKind, Registry};
 use crate::repair::{CloneOrder, Finished, Repair, RepairLimits};
 use quarry_proto::chunk::{BumpVersion, CloneChunk};
+use quarry_proto::limits::{MAX_CHUNKS_PER_CALL, MAX_FSCK_PROBLEMS, MAX_PAGE_ENTRIES};
 use quarry_proto::master::*;
 use quarry_proto::{
     Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FileKind, FsError, InodeId, OpId,
@@ -900,7 +901,7 @@ impl Inner {
 
     async fn list_trash(&self, req: Request<ListTrash>) -> Result<ListTrashReply, FsError> {
         self.read_barrier().await?;
-        let limit = req.msg.limit.clamp(1, 10_000);
+        let limit = req.msg.limit.clamp(1, MAX_PAGE_ENTRIES);
         let engine = self.engine.read().unwrap();
         let (entries, more) = engine.trash(req.msg.after, limit);
         Ok(ListTrashReply {
@@ -1009,7 +1010,7 @@ impl Inner {
 
     async fn read_dir(&self, req: Request<ReadDir>) -> Result<ReadDirReply, FsError> {
         self.read_barrier().await?;
-        let limit = req.msg.limit.clamp(1, 10_000);
+        let limit = req.msg.limit.clamp(1, MAX_PAGE_ENTRIES);
         let (entries, more) =
             self.engine
                 .read()
@@ -1231,7 +1232,7 @@ impl Inner {
     async fn get_chunks(&self, req: Request<GetChunks>) -> Result<GetChunksReply, FsError> {
         self.read_barrier().await?;
         let m = req.msg;
-        let count = m.count.clamp(1, 1024);
+        let count = m.count.clamp(1, MAX_CHUNKS_PER_CALL);
         let (chunks, size) = {
             let engine = self.engine.read().unwrap();
             let size = engine.getattr(m.inode)?.size;
@@ -1606,7 +1607,7 @@ impl Inner {
     async fn fsck(&self, req: Request<Fsck>) -> Result<FsckReply, FsError> {
         self.read_barrier().await?;
         let m = req.msg;
-        let max_problems = m.max_problems.min(10_000) as usize;
+        let max_problems = m.max_problems.min(MAX_FSCK_PROBLEMS) as usize;
         let root = self.engine.read().unwrap().resolve(&m.path)?;
         let mut out = FsckReply {
             path: m.path.clone(),
@@ -1708,7 +1709,7 @@ impl Inner {
     async fn file_info(&self, req: Request<FileInfo>) -> Result<FileInfoReply, FsError> {
         self.read_barrier().await?;
         let m = req.msg;
-        let count = m.count.clamp(1, 1024);
+        let count = m.count.clamp(1, MAX_CHUNKS_PER_CALL);
         let now = Instant::now();
         let engine = self.engine.read().unwrap();
         let size = engine.getattr(m.inode)?.size;

@@ -9,12 +9,14 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod job;
+pub mod limits;
 pub mod master;
 pub mod raft;
 pub mod types;
 
 pub use error::FsError;
 pub use ids::*;
+pub use limits::Validate;
 pub use types::*;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -121,72 +123,75 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, each once.
+    pub const ALL: [Method; 54] = [
+        Method::ClusterInfo,
+        Method::Lookup,
+        Method::ResolvePath,
+        Method::GetAttr,
+        Method::Mkdir,
+        Method::Create,
+        Method::ReadDir,
+        Method::Rename,
+        Method::Unlink,
+        Method::Rmdir,
+        Method::SetAttr,
+        Method::CommitSize,
+        Method::StatFs,
+        Method::GetChunks,
+        Method::PrepareWrite,
+        Method::ReportBadChunk,
+        Method::ReportFailedReplica,
+        Method::Heartbeat,
+        Method::ClusterStatus,
+        Method::Symlink,
+        Method::ReadLink,
+        Method::Mknod,
+        Method::Link,
+        Method::SetXattr,
+        Method::GetXattr,
+        Method::ListXattr,
+        Method::RemoveXattr,
+        Method::HoldOpen,
+        Method::PushData,
+        Method::CommitMutation,
+        Method::ApplyMutation,
+        Method::ReadChunk,
+        Method::BumpVersion,
+        Method::ChunkserverPing,
+        Method::GetAppendMemo,
+        Method::SubmitJob,
+        Method::GetJob,
+        Method::ListJobs,
+        Method::WorkerPoll,
+        Method::ReportTask,
+        Method::FetchPartition,
+        Method::ListTrash,
+        Method::RestoreTrash,
+        Method::PurgeTrash,
+        Method::SetGoal,
+        Method::GetGoal,
+        Method::CloneChunk,
+        Method::Fsck,
+        Method::FileInfo,
+        Method::RaftAppend,
+        Method::RaftVote,
+        Method::RaftSnapshot,
+        Method::MasterInfo,
+        Method::ChangeMasters,
+    ];
+
     pub fn from_u16(v: u16) -> Option<Method> {
-        use Method::*;
-        const ALL: [Method; 54] = [
-            ClusterInfo,
-            Lookup,
-            ResolvePath,
-            GetAttr,
-            Mkdir,
-            Create,
-            ReadDir,
-            Rename,
-            Unlink,
-            Rmdir,
-            SetAttr,
-            CommitSize,
-            StatFs,
-            GetChunks,
-            PrepareWrite,
-            ReportBadChunk,
-            ReportFailedReplica,
-            Heartbeat,
-            ClusterStatus,
-            Symlink,
-            ReadLink,
-            Mknod,
-            Link,
-            SetXattr,
-            GetXattr,
-            ListXattr,
-            RemoveXattr,
-            HoldOpen,
-            PushData,
-            CommitMutation,
-            ApplyMutation,
-            ReadChunk,
-            BumpVersion,
-            ChunkserverPing,
-            GetAppendMemo,
-            SubmitJob,
-            GetJob,
-            ListJobs,
-            WorkerPoll,
-            ReportTask,
-            FetchPartition,
-            ListTrash,
-            RestoreTrash,
-            PurgeTrash,
-            SetGoal,
-            GetGoal,
-            CloneChunk,
-            Fsck,
-            FileInfo,
-            RaftAppend,
-            RaftVote,
-            RaftSnapshot,
-            MasterInfo,
-            ChangeMasters,
-        ];
-        ALL.into_iter().find(|m| *m as u16 == v)
+        Method::ALL.into_iter().find(|m| *m as u16 == v)
     }
 }
 
 /// One RPC: the request type names its method, its response type and the roles allowed to call it.
 /// On the wire a response is `Result<Self::Response, FsError>`; bulk file bytes never travel inside
 /// either struct but as the frame's body.
-pub trait Rpc: Serialize + DeserializeOwned + Send + Sync + 'static {
+///
+/// [`Validate`] checks the limits a decoded request must respect; [`decode_request`] runs it.
+pub trait Rpc: Serialize + DeserializeOwned + Validate + Send + Sync + 'static {
     const METHOD: Method;
     const CALLERS: &'static [Role];
     type Response: Serialize + DeserializeOwned + Send + Sync + 'static;
@@ -208,6 +213,100 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FsError> {
         )));
     }
     Ok(value)
+}
+
+/// Decode a request and check its limits ([`limits`]): what the router does with every request
+/// payload before a handler sees it. An over-limit request is an error (`NameTooLong`,
+/// `InvalidArgument`, ...), never a panic.
+pub fn decode_request<R: Rpc>(bytes: &[u8]) -> Result<R, FsError> {
+    let request: R = decode(bytes)?;
+    request.validate()?;
+    Ok(request)
+}
+
+/// Something done with the request type of a method, chosen at run time by
+/// [`with_request_type`].
+pub trait RequestVisitor {
+    type Output;
+    fn visit<R: Rpc + PartialEq + std::fmt::Debug>(self) -> Self::Output;
+}
+
+/// Call `visitor` with the request type of `method`: the one table from method numbers to
+/// request types (the match is exhaustive, so a new method must be added here).
+pub fn with_request_type<V: RequestVisitor>(method: Method, visitor: V) -> V::Output {
+    use chunk::*;
+    use job::*;
+    use master::*;
+    use raft::*;
+    match method {
+        Method::ClusterInfo => visitor.visit::<ClusterInfo>(),
+        Method::Lookup => visitor.visit::<Lookup>(),
+        Method::ResolvePath => visitor.visit::<ResolvePath>(),
+        Method::GetAttr => visitor.visit::<GetAttr>(),
+        Method::Mkdir => visitor.visit::<Mkdir>(),
+        Method::Create => visitor.visit::<Create>(),
+        Method::ReadDir => visitor.visit::<ReadDir>(),
+        Method::Rename => visitor.visit::<Rename>(),
+        Method::Unlink => visitor.visit::<Unlink>(),
+        Method::Rmdir => visitor.visit::<Rmdir>(),
+        Method::SetAttr => visitor.visit::<SetAttr>(),
+        Method::CommitSize => visitor.visit::<CommitSize>(),
+        Method::StatFs => visitor.visit::<StatFs>(),
+        Method::GetChunks => visitor.visit::<GetChunks>(),
+        Method::PrepareWrite => visitor.visit::<PrepareWrite>(),
+        Method::ReportBadChunk => visitor.visit::<ReportBadChunk>(),
+        Method::Heartbeat => visitor.visit::<Heartbeat>(),
+        Method::ClusterStatus => visitor.visit::<ClusterStatus>(),
+        Method::ReportFailedReplica => visitor.visit::<ReportFailedReplica>(),
+        Method::Symlink => visitor.visit::<Symlink>(),
+        Method::ReadLink => visitor.visit::<ReadLink>(),
+        Method::Mknod => visitor.visit::<Mknod>(),
+        Method::Link => visitor.visit::<Link>(),
+        Method::SetXattr => visitor.visit::<SetXattr>(),
+        Method::GetXattr => visitor.visit::<GetXattr>(),
+        Method::ListXattr => visitor.visit::<ListXattr>(),
+        Method::RemoveXattr => visitor.visit::<RemoveXattr>(),
+        Method::HoldOpen => visitor.visit::<HoldOpen>(),
+        Method::PushData => visitor.visit::<PushData>(),
+        Method::CommitMutation => visitor.visit::<CommitMutation>(),
+        Method::ApplyMutation => visitor.visit::<ApplyMutation>(),
+        Method::ReadChunk => visitor.visit::<ReadChunk>(),
+        Method::BumpVersion => visitor.visit::<BumpVersion>(),
+        Method::ChunkserverPing => visitor.visit::<ChunkserverPing>(),
+        Method::GetAppendMemo => visitor.visit::<GetAppendMemo>(),
+        Method::SubmitJob => visitor.visit::<SubmitJob>(),
+        Method::GetJob => visitor.visit::<GetJob>(),
+        Method::ListJobs => visitor.visit::<ListJobs>(),
+        Method::WorkerPoll => visitor.visit::<WorkerPoll>(),
+        Method::ReportTask => visitor.visit::<ReportTask>(),
+        Method::FetchPartition => visitor.visit::<FetchPartition>(),
+        Method::ListTrash => visitor.visit::<ListTrash>(),
+        Method::RestoreTrash => visitor.visit::<RestoreTrash>(),
+        Method::PurgeTrash => visitor.visit::<PurgeTrash>(),
+        Method::SetGoal => visitor.visit::<SetGoal>(),
+        Method::GetGoal => visitor.visit::<GetGoal>(),
+        Method::CloneChunk => visitor.visit::<CloneChunk>(),
+        Method::Fsck => visitor.visit::<Fsck>(),
+        Method::FileInfo => visitor.visit::<FileInfo>(),
+        Method::RaftAppend => visitor.visit::<RaftAppend>(),
+        Method::RaftVote => visitor.visit::<RaftVote>(),
+        Method::RaftSnapshot => visitor.visit::<RaftSnapshot>(),
+        Method::MasterInfo => visitor.visit::<MasterInfo>(),
+        Method::ChangeMasters => visitor.visit::<ChangeMasters>(),
+    }
+}
+
+/// Decode `bytes` as the request of `method` with [`decode_request`], as the router does, and
+/// drop it: for fuzzing every request decoder from one entry point.
+pub fn decode_request_any(method: Method, bytes: &[u8]) -> Result<(), FsError> {
+    struct Decode<'a>(&'a [u8]);
+    impl RequestVisitor for Decode<'_> {
+        type Output = Result<(), FsError>;
+        fn visit<R: Rpc + PartialEq + std::fmt::Debug>(self) -> Self::Output {
+            decode_request::<R>(self.0).map(drop)
+        }
+    }
+    with_request_type(method, Decode(bytes))
 }
 
 macro_rules! rpc {
@@ -262,6 +361,35 @@ mod tests {
             Err(FsError::Protocol(_))
         ));
         assert!(decode::<master::Lookup>(&[0xff; 3]).is_err());
+    }
+
+    #[test]
+    fn the_request_table_covers_every_method_with_its_own_type() {
+        struct MethodOf;
+        impl RequestVisitor for MethodOf {
+            type Output = Method;
+            fn visit<R: Rpc + PartialEq + std::fmt::Debug>(self) -> Method {
+                R::METHOD
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in Method::ALL {
+            assert!(seen.insert(m as u16), "{m:?} listed twice in Method::ALL");
+            assert_eq!(with_request_type(m, MethodOf), m);
+            // Empty input decodes only as a request without fields; for every other request it is
+            // an error, never a panic.
+            let fieldless = [
+                Method::ClusterInfo,
+                Method::StatFs,
+                Method::ClusterStatus,
+                Method::MasterInfo,
+                Method::ChunkserverPing,
+                Method::ListJobs,
+            ];
+            let empty = decode_request_any(m, &[]);
+            assert_eq!(empty.is_ok(), fieldless.contains(&m), "{m:?}: {empty:?}");
+        }
+        assert_eq!(seen.len(), 54);
     }
 
     #[test]

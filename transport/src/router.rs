@@ -1,7 +1,7 @@
 //! The server side of RPC: a [`Router`] maps methods to typed handlers and serves request streams.
 //!
 //! `serve_stream` reads one request frame, checks the caller's role against [`Rpc::CALLERS`],
-//! decodes the payload, runs the handler (catching panics) with the streamed [`Body`], and writes
+//! decodes the payload and checks its limits (`quarry_proto::decode_request`), runs the handler (catching panics) with the streamed [`Body`], and writes
 //! the reply. Malformed input gets an `FsError::Protocol` reply where the stream still allows it;
 //! nothing here panics on input. It works on any byte stream and must not depend on QUIC or on the
 //! in-memory network.
@@ -94,8 +94,9 @@ impl Router {
         Router::default()
     }
 
-    /// Register the handler for one RPC type. The router decodes the payload, checks that the
-    /// caller's role is in R::CALLERS (else replies FsError::PermissionDenied), runs the handler,
+    /// Register the handler for one RPC type. The router checks that the caller's role is in
+    /// R::CALLERS (else replies FsError::PermissionDenied), decodes the payload and checks its
+    /// limits (`quarry_proto::decode_request`; a failure is the error reply), runs the handler,
     /// and writes the reply. A handler panicking must not take the server down (reply Io error).
     /// Registering a second handler for the same method replaces the first.
     pub fn route<R, F, Fut>(&mut self, handler: F) -> &mut Self
@@ -117,7 +118,7 @@ impl Router {
                         R::METHOD
                     )))
                 } else {
-                    match quarry_proto::decode::<R>(&payload) {
+                    match quarry_proto::decode_request::<R>(&payload) {
                         Err(e) => Reply::err(e),
                         Ok(msg) => {
                             let fut = async move { handler(Request { peer, msg, body }).await };
@@ -304,8 +305,8 @@ impl Body {
         Ok(Some(self.buf.split().freeze()))
     }
 
-    /// Whole body in one buffer (allocated once with capacity len). After some
-    /// [`Body::next_chunk`] calls, the rest of it.
+    /// Whole body in one buffer, grown as the bytes arrive (never reserved from `len` alone).
+    /// After some [`Body::next_chunk`] calls, the rest of it.
     pub async fn read_all(mut self) -> Result<Bytes, FsError> {
         if self.remaining == 0 {
             return Ok(Bytes::new());

@@ -9,15 +9,25 @@ use quarry_proto::FsError;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Read exactly `len` bytes into one buffer allocated once; `Ok(None)` if the stream ended first
-/// (with the number of bytes seen).
+/// First allocation of [`read_exact_bytes`]; the buffer then doubles as bytes arrive.
+const FIRST_READ_BYTES: usize = 64 << 10;
+
+/// Read exactly `len` bytes into one buffer; `Ok(Err(n))` if the stream ended first after `n`
+/// bytes. `len` comes from a peer's frame header (up to 1 GiB for a body), so room is reserved as
+/// bytes arrive, never more than twice what arrived (and at least [`FIRST_READ_BYTES`]): a header
+/// that claims a large body and sends nothing costs nothing.
 pub(crate) async fn read_exact_bytes<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
     len: usize,
 ) -> std::io::Result<Result<Bytes, usize>> {
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = BytesMut::with_capacity(len.min(FIRST_READ_BYTES));
     while buf.len() < len {
-        let want = len - buf.len();
+        if buf.len() == buf.capacity() {
+            // Double, up to `len`: the copies add up to less than `len`.
+            let more = buf.len().min(len - buf.len());
+            buf.reserve(more);
+        }
+        let want = (len - buf.len()).min(buf.capacity() - buf.len());
         let n = r.read_buf(&mut (&mut buf).limit(want)).await?;
         if n == 0 {
             return Ok(Err(buf.len()));

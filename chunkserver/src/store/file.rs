@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use bytes::Bytes;
 use quarry_proto::{ChunkHandle, ChunkVersion, FsError};
 
-use super::format::{Header, HEADER_BYTES};
+use super::format::{decode_table, encode_table, file_name, parse_file_name, Header, HEADER_BYTES};
 use super::{block_range, check_bound, check_version, verify_blocks, ChunkStore, Plan, BLOCK};
 
 /// Open file handles kept by a [`FileStore`].
@@ -80,22 +80,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// `(handle, version)` from a chunk file name `<16 hex>.<version>.chunk`.
-fn parse_name(name: &str) -> Option<(ChunkHandle, ChunkVersion)> {
-    let rest = name.strip_suffix(".chunk")?;
-    let (hex, ver) = rest.split_once('.')?;
-    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    if ver.is_empty() || !ver.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((
-        ChunkHandle(u64::from_str_radix(hex, 16).ok()?),
-        ChunkVersion(ver.parse().ok()?),
-    ))
-}
-
 /// Free bytes available to unprivileged users on the filesystem holding `dir`.
 #[allow(unsafe_code)]
 fn free_bytes(dir: &Path) -> Option<u64> {
@@ -143,7 +127,7 @@ impl FileStore {
                 fs::remove_file(&path)?;
                 continue;
             }
-            let Some((handle, name_version)) = parse_name(name) else {
+            let Some((handle, name_version)) = parse_file_name(name) else {
                 tracing::warn!(?path, "ignoring unknown file in the chunk directory");
                 continue;
             };
@@ -227,8 +211,7 @@ impl FileStore {
 
     /// The path of a chunk file.
     pub fn path(&self, handle: ChunkHandle, version: ChunkVersion) -> PathBuf {
-        self.chunks_dir
-            .join(format!("{}.{}.chunk", handle.hex(), version.0))
+        self.chunks_dir.join(file_name(handle, version))
     }
 
     fn chunk(&self, handle: ChunkHandle) -> Result<Arc<Chunk>, FsError> {
@@ -285,10 +268,7 @@ impl FileStore {
     fn read_crcs(file: &File, first: u64, last: u64) -> io::Result<Vec<u32>> {
         let mut raw = vec![0u8; ((last - first + 1) * 4) as usize];
         file.read_exact_at(&mut raw, Header::table_offset(first))?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
+        Ok(decode_table(&raw))
     }
 
     /// Read blocks `first..=last` (clipped to the chunk's length) and verify them.
@@ -344,7 +324,7 @@ impl FileStore {
         }
         let res = (|| -> io::Result<()> {
             if let Some((first, _)) = plan.touched {
-                let raw: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
+                let raw = encode_table(&crcs);
                 file.write_all_at(&raw, Header::table_offset(first))?;
             }
             if plan.new_len != h.len {
@@ -616,26 +596,5 @@ impl ChunkStore for FileStore {
         let chunk = self.chunk(handle).ok()?;
         let st = Self::live_read(&chunk, handle).ok()?;
         Some((self.path(handle, st.header.version), st.header.data_offset))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            parse_name("00000000000000ff.12.chunk"),
-            Some((ChunkHandle(255), ChunkVersion(12)))
-        );
-        for bad in [
-            "ff.1.chunk",
-            "00000000000000ff.chunk",
-            "00000000000000ff.1.chunk.tmp",
-            "x",
-        ] {
-            assert_eq!(parse_name(bad), None, "{bad}");
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! The on-disk layout of one chunk file: header, checksum table, data region offset.
 //!
-//! Pure encoding and decoding (no IO); see `docs/chunk-format.md`. Must not depend on anything
+//! Pure encoding and decoding (no IO); see `docs/chunk-format.md`. Public so that the fuzz
+//! targets (`fuzz/`) reach the decoders the store uses. Must not depend on anything
 //! but `quarry-proto` ids and `crc32c`.
 
 use quarry_proto::{ChunkHandle, ChunkVersion};
@@ -22,7 +23,7 @@ const CRC_COVERED: usize = 56;
 
 /// The decoded fixed header of a chunk file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Header {
+pub struct Header {
     pub handle: ChunkHandle,
     pub version: ChunkVersion,
     /// Bytes of data in the chunk.
@@ -114,9 +115,70 @@ impl Header {
     }
 }
 
+/// The file name of a chunk: `<16 hex digits of the handle>.<version>.chunk`.
+pub fn file_name(handle: ChunkHandle, version: ChunkVersion) -> String {
+    format!("{}.{}.chunk", handle.hex(), version.0)
+}
+
+/// `(handle, version)` from a chunk file name ([`file_name`]); `None` for any other name.
+pub fn parse_file_name(name: &str) -> Option<(ChunkHandle, ChunkVersion)> {
+    let rest = name.strip_suffix(".chunk")?;
+    let (hex, ver) = rest.split_once('.')?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if ver.is_empty() || !ver.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((
+        ChunkHandle(u64::from_str_radix(hex, 16).ok()?),
+        ChunkVersion(ver.parse().ok()?),
+    ))
+}
+
+/// The checksums stored in a slice of the checksum table (4 bytes each, little endian); a
+/// trailing partial entry is ignored.
+pub fn decode_table(raw: &[u8]) -> Vec<u32> {
+    raw.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}
+
+/// The bytes of checksum table entries.
+pub fn encode_table(crcs: &[u32]) -> Vec<u8> {
+    crcs.iter().flat_map(|c| c.to_le_bytes()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            parse_file_name("00000000000000ff.12.chunk"),
+            Some((ChunkHandle(255), ChunkVersion(12)))
+        );
+        assert_eq!(
+            parse_file_name(&file_name(ChunkHandle(255), ChunkVersion(12))),
+            Some((ChunkHandle(255), ChunkVersion(12)))
+        );
+        for bad in [
+            "ff.1.chunk",
+            "00000000000000ff.chunk",
+            "00000000000000ff.1.chunk.tmp",
+            "x",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn table_round_trip() {
+        let crcs = [0, 1, 0xdead_beef, u32::MAX];
+        assert_eq!(decode_table(&encode_table(&crcs)), crcs);
+        assert_eq!(decode_table(&[1, 0, 0, 0, 9]), [1]);
+    }
 
     #[test]
     fn header_round_trip_and_corruption() {

@@ -54,6 +54,16 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, std::io::Error> {
     postcard::from_bytes(b).map_err(std::io::Error::other)
 }
 
+/// The stored form of a log entry: postcard of openraft's `Entry`.
+pub fn encode_entry(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, std::io::Error> {
+    encode(entry)
+}
+
+/// A log entry from its stored form ([`encode_entry`]); any damage is an error.
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, std::io::Error> {
+    decode(bytes)
+}
+
 fn io<E: std::fmt::Display>(e: E) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -141,7 +151,7 @@ impl LogStore {
             .map_err(io)?
         {
             let (_, v) = item.map_err(io)?;
-            out.push(decode(v.value())?);
+            out.push(decode_entry(v.value())?);
         }
         Ok(out)
     }
@@ -167,7 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = self.db.begin_read().map_err(io)?;
             let table = txn.open_table(LOG).map_err(io)?;
             let last = match table.last().map_err(io)? {
-                Some((_, v)) => Some(decode::<Entry<TypeConfig>>(v.value())?.log_id),
+                Some((_, v)) => Some(decode_entry(v.value())?.log_id),
                 None => last_purged,
             };
             Ok(LogState {
@@ -221,7 +231,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut rows = Vec::new();
         for e in entries {
-            let bytes = encode(&e).map_err(|e| StorageIOError::write_logs(&e))?;
+            let bytes = encode_entry(&e).map_err(|e| StorageIOError::write_logs(&e))?;
             rows.push((e.log_id.index, bytes));
         }
         let result = self
