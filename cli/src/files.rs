@@ -369,7 +369,11 @@ pub async fn status(client: &Client, json: bool, web: &[String]) -> anyhow::Resu
         return Ok(());
     }
     // The cluster file lists masters and their pages in the same order.
-    let leader = s.masters.iter().find(|m| m.role == "leader").map(|m| &m.addr);
+    let leader = s
+        .masters
+        .iter()
+        .find(|m| m.role == "leader")
+        .map(|m| &m.addr);
     let mut pages: Vec<&String> = web.iter().collect();
     if let Some(i) = leader.and_then(|l| s.masters.iter().position(|m| &m.addr == l)) {
         if i < pages.len() {

@@ -150,10 +150,7 @@ impl MasterState {
                         read: c.bytes_read,
                         written: c.bytes_written,
                         // A restarted server starts its counters over: no rate across that.
-                        read_per_sec: c
-                            .bytes_read
-                            .checked_sub(prev.read)
-                            .map(|d| d as f64 / dt),
+                        read_per_sec: c.bytes_read.checked_sub(prev.read).map(|d| d as f64 / dt),
                         written_per_sec: c
                             .bytes_written
                             .checked_sub(prev.written)
@@ -189,7 +186,12 @@ impl MasterState {
         let serving = self.master.is_leader();
         let reply = self.cluster_status().await;
         let jobs: Vec<JobJson> = if serving {
-            self.coordinator.jobs().iter().rev().map(JobJson::from).collect()
+            self.coordinator
+                .jobs()
+                .iter()
+                .rev()
+                .map(JobJson::from)
+                .collect()
         } else {
             vec![]
         };
@@ -510,7 +512,7 @@ main{padding:20px 32px;max-width:1240px}
 .CRITICAL,.UNAVAILABLE{background:#c8382c;color:#fff}
 .cards{display:grid;grid-template-columns:repeat(6,1fr);gap:12px;margin:16px 0}
 .card{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-.card .v{font-size:24px;font-weight:700}.card .k{font-size:12px;color:#5b6b7b;text-transform:uppercase;letter-spacing:.4px}
+.card .v{font-size:22px;font-weight:700;white-space:nowrap}.card .k{font-size:12px;color:#5b6b7b;text-transform:uppercase;letter-spacing:.4px}
 .card.warn .v{color:#b7791f}.card.bad .v{color:#c8382c}
 section{background:#fff;border-radius:8px;padding:14px 18px;margin:14px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
 h2{font-size:17px;margin:0 0 10px}
@@ -556,8 +558,18 @@ pub fn render_page(s: &StatusJson) -> String {
         h.push_str("</ul></section>");
     }
     let live = s.chunkservers.iter().filter(|c| c.alive).count();
-    let cap: u64 = s.chunkservers.iter().filter(|c| c.alive).map(|c| c.capacity_bytes).sum();
-    let used: u64 = s.chunkservers.iter().filter(|c| c.alive).map(|c| c.used_bytes).sum();
+    let cap: u64 = s
+        .chunkservers
+        .iter()
+        .filter(|c| c.alive)
+        .map(|c| c.capacity_bytes)
+        .sum();
+    let used: u64 = s
+        .chunkservers
+        .iter()
+        .filter(|c| c.alive)
+        .map(|c| c.used_bytes)
+        .sum();
     let card = |h: &mut String, id: &str, k: &str, v: String, class: &str| {
         let _ = write!(
             h,
@@ -572,23 +584,41 @@ pub fn render_page(s: &StatusJson) -> String {
         "chunkservers-live",
         "chunkservers up",
         format!("{live} / {}", s.chunkservers.len()),
-        if live < s.chunkservers.len() { "warn" } else { "" },
+        if live < s.chunkservers.len() {
+            "warn"
+        } else {
+            ""
+        },
     );
-    card(&mut h, "chunks-total", "chunks", s.chunks.total.to_string(), "");
+    card(
+        &mut h,
+        "chunks-total",
+        "chunks",
+        s.chunks.total.to_string(),
+        "",
+    );
     card(&mut h, "files", "files", s.namespace.files.to_string(), "");
     card(
         &mut h,
         "under-replicated",
         "under-replicated",
         s.chunks.under_replicated.to_string(),
-        if s.chunks.under_replicated > 0 { "warn" } else { "" },
+        if s.chunks.under_replicated > 0 {
+            "warn"
+        } else {
+            ""
+        },
     );
     card(
         &mut h,
         "corrupt",
         "corrupt reports",
         s.chunks.corrupt_reports.to_string(),
-        if s.chunks.corrupt_reports > 0 { "warn" } else { "" },
+        if s.chunks.corrupt_reports > 0 {
+            "warn"
+        } else {
+            ""
+        },
     );
     card(
         &mut h,
@@ -838,7 +868,9 @@ pub fn url_of(addr: SocketAddr) -> String {
         addr.ip().to_string()
     };
     match addr {
-        SocketAddr::V6(_) if !addr.ip().is_unspecified() => format!("http://[{ip}]:{}/", addr.port()),
+        SocketAddr::V6(_) if !addr.ip().is_unspecified() => {
+            format!("http://[{ip}]:{}/", addr.port())
+        }
         _ => format!("http://{ip}:{}/", addr.port()),
     }
 }
@@ -860,18 +892,28 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
         ] {
-            assert!(parse_response(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            escape_html("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
     }
 
     #[test]
     fn urls_of_listen_addresses() {
-        assert_eq!(url_of("0.0.0.0:80".parse().unwrap()), "http://127.0.0.1:80/");
+        assert_eq!(
+            url_of("0.0.0.0:80".parse().unwrap()),
+            "http://127.0.0.1:80/"
+        );
         assert_eq!(url_of("[::1]:8080".parse().unwrap()), "http://[::1]:8080/");
         assert_eq!(url_of("10.0.0.1:9".parse().unwrap()), "http://10.0.0.1:9/");
     }

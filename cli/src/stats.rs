@@ -192,8 +192,12 @@ fn report(a: &Series, b: &Series, dt: f64) -> Vec<String> {
     let written = deltas(a, b, "quarry_chunkserver_written_bytes_total", "node");
     if !read.is_empty() || !written.is_empty() {
         lines.push(String::new());
-        lines.push(format!("{:<22} {:>14} {:>14}", "CHUNKSERVER", "read/s", "written/s"));
-        let nodes: std::collections::BTreeSet<&String> = read.keys().chain(written.keys()).collect();
+        lines.push(format!(
+            "{:<22} {:>14} {:>14}",
+            "CHUNKSERVER", "read/s", "written/s"
+        ));
+        let nodes: std::collections::BTreeSet<&String> =
+            read.keys().chain(written.keys()).collect();
         for node in nodes {
             lines.push(format!(
                 "{:<22} {:>14} {:>14}",
@@ -217,7 +221,10 @@ fn report(a: &Series, b: &Series, dt: f64) -> Vec<String> {
         ));
         let busy: Vec<_> = fuse.iter().filter(|(_, v)| **v > 0.0).collect();
         if !busy.is_empty() {
-            lines.push(format!("{:<22} {:>10} {:>11} {:>11}", "FUSE op", "ops/s", "p50", "p99"));
+            lines.push(format!(
+                "{:<22} {:>10} {:>11} {:>11}",
+                "FUSE op", "ops/s", "p50", "p99"
+            ));
         }
         for (op, n) in busy {
             lines.push(format!(
@@ -325,7 +332,12 @@ quarry_rpc_server_seconds_count{method=\"Lookup\",node=\"m\"} 200
         let p99 = quantiles(&a, &b, "quarry_rpc_server_seconds", "method", 0.99);
         assert!((p99["Lookup"] - 0.01).abs() < 1e-9, "{p99:?}");
         let lines = report(&a, &b, 2.0);
-        assert!(lines.iter().any(|l| l.starts_with("Lookup") && l.contains("50.0")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Lookup") && l.contains("50.0")),
+            "{lines:?}"
+        );
         // No movement: no quantile at all, and the report says so.
         assert!(quantiles(&b, &b, "quarry_rpc_server_seconds", "method", 0.5).is_empty());
         assert!(report(&b, &b, 1.0).iter().any(|l| l.contains("no RPCs")));

@@ -263,9 +263,8 @@ fn prepare(
         file.http.retain(|name, _| name.starts_with("master-"));
     }
     for name in names {
-        if !file.http.contains_key(&name) {
-            file.http
-                .insert(name, format!("127.0.0.1:{}", free_tcp_port()?));
+        if let std::collections::btree_map::Entry::Vacant(e) = file.http.entry(name) {
+            e.insert(format!("127.0.0.1:{}", free_tcp_port()?));
         }
     }
     file.save(&path)?;
@@ -294,7 +293,8 @@ async fn master_http(
         }
     }
     let server = master.serve_http("127.0.0.1:0".parse()?).await?;
-    file.http.insert(name.to_string(), server.addr().to_string());
+    file.http
+        .insert(name.to_string(), server.addr().to_string());
     file.save(&data.join("cluster.toml"))?;
     Ok(server)
 }

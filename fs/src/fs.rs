@@ -15,9 +15,9 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 use quarry_client::Client;
-use quarry_transport::metrics;
 use quarry_proto::master::SetAttr;
 use quarry_proto::{Attr, FileKind, InodeId, Timestamp};
+use quarry_transport::metrics;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
@@ -80,7 +80,33 @@ struct Shared {
 const CACHE_STAMPS_MAX: usize = 65_536;
 
 /// The FUSE operations counted in the metrics (those served on the runtime).
-const OPS: &[&str] = &["create", "fallocate", "flush", "fsync", "getattr", "getxattr", "link", "listxattr", "lookup", "mkdir", "mknod", "open", "opendir", "read", "readlink", "release", "removexattr", "rename", "rmdir", "setattr", "setxattr", "statfs", "symlink", "unlink", "write"];
+const OPS: &[&str] = &[
+    "create",
+    "fallocate",
+    "flush",
+    "fsync",
+    "getattr",
+    "getxattr",
+    "link",
+    "listxattr",
+    "lookup",
+    "mkdir",
+    "mknod",
+    "open",
+    "opendir",
+    "read",
+    "readlink",
+    "release",
+    "removexattr",
+    "rename",
+    "rmdir",
+    "setattr",
+    "setxattr",
+    "statfs",
+    "symlink",
+    "unlink",
+    "write",
+];
 
 /// The metrics of one FUSE operation (in the process's registry, shared by its mounts).
 struct OpStats {
@@ -157,7 +183,11 @@ impl QuarryFs {
         D: FnOnce(Result<T, Errno>) + Send + 'static,
         T: Send + 'static,
     {
-        let stats = self.ops.get(name).cloned().unwrap_or_else(|| OpStats::new(name));
+        let stats = self
+            .ops
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| OpStats::new(name));
         let started = std::time::Instant::now();
         let fut = op(Arc::clone(&self.shared));
         self.runtime.spawn(async move {

@@ -1657,10 +1657,26 @@ impl Inner {
         let l = [("node", node)];
         let st = self.self_status();
         let g = |name: &str, help: &str, v: u64| reg.gauge(name, help, &l).set(v as i64);
-        g("quarry_master_files", "Regular files in the namespace (trash apart).", st.files);
-        g("quarry_master_directories", "Directories in the namespace.", st.directories);
-        g("quarry_master_chunks", "Chunks in the chunk table (trash included).", st.chunks);
-        g("quarry_master_trash_files", "Files in the trash.", st.trash_files);
+        g(
+            "quarry_master_files",
+            "Regular files in the namespace (trash apart).",
+            st.files,
+        );
+        g(
+            "quarry_master_directories",
+            "Directories in the namespace.",
+            st.directories,
+        );
+        g(
+            "quarry_master_chunks",
+            "Chunks in the chunk table (trash included).",
+            st.chunks,
+        );
+        g(
+            "quarry_master_trash_files",
+            "Files in the trash.",
+            st.trash_files,
+        );
         g(
             "quarry_master_applied_index",
             "The last log index applied to the namespace.",
@@ -1668,10 +1684,26 @@ impl Inner {
         );
         if let Some(raft) = &self.raft {
             let m = raft.metrics();
-            g("quarry_master_raft_term", "This master's current Raft term.", m.term);
-            g("quarry_master_raft_commit_index", "The highest Raft index known committed.", m.commit_index);
-            g("quarry_master_raft_last_log_index", "The last index in this master's Raft log.", m.last_log_index);
-            g("quarry_master_raft_voters", "Voting members of the Raft group.", m.voters.len() as u64);
+            g(
+                "quarry_master_raft_term",
+                "This master's current Raft term.",
+                m.term,
+            );
+            g(
+                "quarry_master_raft_commit_index",
+                "The highest Raft index known committed.",
+                m.commit_index,
+            );
+            g(
+                "quarry_master_raft_last_log_index",
+                "The last index in this master's Raft log.",
+                m.last_log_index,
+            );
+            g(
+                "quarry_master_raft_voters",
+                "Voting members of the Raft group.",
+                m.voters.len() as u64,
+            );
             for role in ["leader", "candidate", "follower", "learner", "shutdown"] {
                 reg.gauge(
                     "quarry_master_raft_role",

@@ -98,14 +98,22 @@ async fn metrics_and_status_json_of_an_in_process_cluster() {
     )
     .await;
     assert_eq!(exp.types["quarry_rpc_server_seconds"], Kind::Histogram);
-    assert_eq!(exp.types["quarry_chunkserver_written_bytes_total"], Kind::Counter);
+    assert_eq!(
+        exp.types["quarry_chunkserver_written_bytes_total"],
+        Kind::Counter
+    );
     // Every byte written landed on three replicas; the read came from one.
     let written: u64 = sizes.iter().map(|s| *s as u64).sum();
     assert!(sum(&exp, "quarry_chunkserver_written_bytes_total") >= 3.0 * written as f64);
     assert!(sum(&exp, "quarry_chunkserver_read_bytes_total") >= sizes[0] as f64);
     for i in 0..3 {
         let node = format!("chunkserver-{i}");
-        let cap = value(&exp, "quarry_chunkserver_capacity_bytes", &[("node", &node)]).unwrap();
+        let cap = value(
+            &exp,
+            "quarry_chunkserver_capacity_bytes",
+            &[("node", &node)],
+        )
+        .unwrap();
         assert!(cap > 0.0, "{node} reports no disk");
     }
     // The server side of the RPCs the test caused, on the nodes that served them.
@@ -121,7 +129,10 @@ async fn metrics_and_status_json_of_an_in_process_cluster() {
         .filter(|s| s.label("method") == Some("CommitMutation"))
         .map(|s| s.value)
         .sum();
-    assert!(commits >= chunks as f64, "{commits} commits for {chunks} chunks");
+    assert!(
+        commits >= chunks as f64,
+        "{commits} commits for {chunks} chunks"
+    );
     let heartbeats = value(
         &exp,
         "quarry_rpc_server_received_bytes_total",
@@ -130,11 +141,19 @@ async fn metrics_and_status_json_of_an_in_process_cluster() {
     .unwrap();
     assert!(heartbeats > 0.0);
     assert_eq!(
-        value(&exp, "quarry_master_under_replicated_chunks", &[("node", "master-0")]),
+        value(
+            &exp,
+            "quarry_master_under_replicated_chunks",
+            &[("node", "master-0")]
+        ),
         Some(0.0)
     );
     assert_eq!(
-        value(&exp, "quarry_master_chunkservers_live", &[("node", "master-0")]),
+        value(
+            &exp,
+            "quarry_master_chunkservers_live",
+            &[("node", "master-0")]
+        ),
         Some(3.0)
     );
     // A single master has no Raft gauges.
@@ -297,7 +316,10 @@ async fn status_page_of_a_raft_cluster_in_chromium() {
     assert_eq!(st.served_by.term, term);
     assert_eq!(st.masters.len(), 3);
     assert_eq!(st.chunkservers.iter().filter(|c| c.alive).count(), 3);
-    assert_eq!(st.leader.as_deref(), Some(cluster.master_addrs[leader].to_string().as_str()));
+    assert_eq!(
+        st.leader.as_deref(),
+        Some(cluster.master_addrs[leader].to_string().as_str())
+    );
     assert!(st.jobs_here);
     assert_eq!(st.jobs.len(), 1);
     assert_eq!(st.jobs[0].state, "succeeded");
@@ -319,7 +341,11 @@ async fn status_page_of_a_raft_cluster_in_chromium() {
     for (i, addr) in cluster.master_http.iter().enumerate() {
         let exp = metrics_of(*addr).await;
         let node = format!("master-{}", i + 1);
-        let is_leader = value(&exp, "quarry_master_raft_role", &[("node", &node), ("role", "leader")]);
+        let is_leader = value(
+            &exp,
+            "quarry_master_raft_role",
+            &[("node", &node), ("role", "leader")],
+        );
         if is_leader == Some(1.0) {
             leaders += 1;
             assert_eq!(i, leader);
@@ -332,7 +358,11 @@ async fn status_page_of_a_raft_cluster_in_chromium() {
                 Some(chunks as f64)
             );
             assert_eq!(
-                value(&exp, "quarry_mapred_jobs", &[("node", &node), ("state", "succeeded")]),
+                value(
+                    &exp,
+                    "quarry_mapred_jobs",
+                    &[("node", &node), ("state", "succeeded")]
+                ),
                 Some(1.0)
             );
         } else {
@@ -346,8 +376,12 @@ async fn status_page_of_a_raft_cluster_in_chromium() {
     for (i, addr) in cluster.chunkserver_http.iter().enumerate() {
         let exp = metrics_of(*addr).await;
         let node = format!("chunkserver-{i}");
-        let written =
-            value(&exp, "quarry_chunkserver_written_bytes_total", &[("node", &node)]).unwrap();
+        let written = value(
+            &exp,
+            "quarry_chunkserver_written_bytes_total",
+            &[("node", &node)],
+        )
+        .unwrap();
         assert!(written > 0.0, "{node} wrote nothing");
         let maps = value(
             &exp,
@@ -369,7 +403,10 @@ async fn status_page_of_a_raft_cluster_in_chromium() {
     let out = String::from_utf8_lossy(&out).into_owned();
     assert!(ok, "{err}");
     assert!(out.contains("RPC (server side)"), "{out}");
-    assert!(out.contains("Heartbeat"), "heartbeats flow every 200 ms: {out}");
+    assert!(
+        out.contains("Heartbeat"),
+        "heartbeats flow every 200 ms: {out}"
+    );
     assert!(out.contains("chunkserver-2"), "{out}");
 
     if !have_chromium {
@@ -391,7 +428,11 @@ async fn status_page_of_a_raft_cluster_in_chromium() {
     let png = std::fs::read(&shot).expect("chromium wrote no screenshot");
     assert_eq!(png_size(&png), Some((1280, 2000)), "not a 1280x2000 PNG");
     // A blank page of that size compresses to a few KiB; tables and text do not.
-    assert!(png.len() > 20_000, "screenshot of {} bytes looks blank", png.len());
+    assert!(
+        png.len() > 20_000,
+        "screenshot of {} bytes looks blank",
+        png.len()
+    );
     let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     std::fs::copy(&shot, &keep).unwrap();
     eprintln!("screenshot: {}", keep.display());
@@ -411,6 +452,9 @@ async fn status_page_of_a_raft_cluster_in_chromium() {
         format!("(leader, term {term})"),
         "wordcount".to_string(),
     ] {
-        assert!(dom.contains(&want), "the rendered page lacks {want:?}:\n{dom}");
+        assert!(
+            dom.contains(&want),
+            "the rendered page lacks {want:?}:\n{dom}"
+        );
     }
 }

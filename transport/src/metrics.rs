@@ -196,7 +196,9 @@ impl std::fmt::Debug for Registry {
             .read()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
-        f.debug_struct("Registry").field("families", &names).finish()
+        f.debug_struct("Registry")
+            .field("families", &names)
+            .finish()
     }
 }
 
@@ -354,11 +356,8 @@ impl Registry {
                         let total = buckets.last().map(|b| b.1).unwrap_or(0);
                         for (le, n) in &buckets {
                             let le = format_float(*le);
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{} {n}",
-                                label_text(labels, Some(&le))
-                            );
+                            let _ =
+                                writeln!(out, "{name}_bucket{} {n}", label_text(labels, Some(&le)));
                         }
                         let l = label_text(labels, None);
                         let _ = writeln!(out, "{name}_sum{l} {}", format_float(h.sum()));
@@ -524,9 +523,7 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
 
 /// `name{labels} value` → a sample.
 fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     if !valid_name(name, false) {
         return Err("bad metric name".into());
@@ -545,7 +542,9 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
             if !valid_name(lname, true) {
                 return Err(format!("bad label name {lname:?}"));
             }
-            s = s[eq + 1..].strip_prefix('"').ok_or("label value not quoted")?;
+            s = s[eq + 1..]
+                .strip_prefix('"')
+                .ok_or("label value not quoted")?;
             let mut value = String::new();
             let mut chars = s.char_indices();
             let end = loop {
@@ -574,7 +573,9 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
         }
         rest = s;
     }
-    let value_text = rest.strip_prefix(' ').ok_or("expected one space before the value")?;
+    let value_text = rest
+        .strip_prefix(' ')
+        .ok_or("expected one space before the value")?;
     if value_text.is_empty() || value_text.contains(' ') {
         return Err("expected exactly one value and no timestamp".into());
     }
@@ -584,11 +585,12 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
         "NaN" => f64::NAN,
         t => {
             // Rust accepts "inf"/"infinity"/"nan" spellings the format does not.
-            if t.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') {
+            if t.chars()
+                .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+            {
                 return Err(format!("bad value {t:?}"));
             }
-            t.parse::<f64>()
-                .map_err(|_| format!("bad value {t:?}"))?
+            t.parse::<f64>().map_err(|_| format!("bad value {t:?}"))?
         }
     };
     Ok(Sample {
@@ -616,7 +618,12 @@ fn check_histograms(e: &Exposition) -> Result<(), String> {
             }
             continue;
         }
-        let mut key: Key = s.labels.iter().filter(|(k, _)| k != "le").cloned().collect();
+        let mut key: Key = s
+            .labels
+            .iter()
+            .filter(|(k, _)| k != "le")
+            .cloned()
+            .collect();
         key.sort();
         let h = hs.entry((family.to_string(), key)).or_insert(H {
             buckets: vec![],
@@ -646,7 +653,10 @@ fn check_histograms(e: &Exposition) -> Result<(), String> {
         if h.buckets.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(format!("{what}: bucket bounds not ascending"));
         }
-        if h.buckets.windows(2).any(|w| w[0].1 > w[1].1 || w[1].1.is_nan()) {
+        if h.buckets
+            .windows(2)
+            .any(|w| w[0].1 > w[1].1 || w[1].1.is_nan())
+        {
             return Err(format!("{what}: bucket counts decrease"));
         }
         let Some(&(last, inf)) = h.buckets.last() else {
@@ -676,8 +686,14 @@ mod tests {
             .add(3);
         r.counter("quarry_x_total", "Things.", &[("method", "Create")])
             .inc();
-        r.gauge("quarry_g", "A gauge\nwith \\ two lines.", &[]).set(-7);
-        let h = r.histogram("quarry_h_seconds", "Latency.", &[0.5, 0.1, 1.0], &[("op", "a\"b")]);
+        r.gauge("quarry_g", "A gauge\nwith \\ two lines.", &[])
+            .set(-7);
+        let h = r.histogram(
+            "quarry_h_seconds",
+            "Latency.",
+            &[0.5, 0.1, 1.0],
+            &[("op", "a\"b")],
+        );
         h.observe(0.1);
         h.observe(0.7);
         h.observe(3.0);
