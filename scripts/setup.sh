@@ -6,19 +6,21 @@ set -euo pipefail
 
 # Debian packages the mount and its tests need, each installed only when its command is missing:
 # fuse3 (fusermount3), attr (setfattr/getfattr for the xattr tests), git and rsync (the shell
-# scenario compared against a local directory).
+# scenario compared against a local directory), chromium (the status page test renders the
+# page headless: a screenshot and the DOM).
 missing=()
 command -v fusermount3 >/dev/null 2>&1 || [ -x /bin/fusermount3 ] || missing+=(fuse3)
 command -v setfattr >/dev/null 2>&1 || missing+=(attr)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq "${missing[@]}"
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 if [ ! -e /dev/fuse ]; then

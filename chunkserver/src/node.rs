@@ -44,6 +44,7 @@ impl ChunkserverNode {
         );
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
         let server = Chunkserver::new(config, node, store);
+        server.export_metrics(&cert.identity().name);
         let mut router = Router::new();
         server.routes(&mut router);
         extra_routes(&mut router, server.store(), node);

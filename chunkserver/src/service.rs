@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use quarry_proto::chunk::*;
 use quarry_proto::master::{Heartbeat, ReportBadChunk, ReportFailedReplica};
 use quarry_proto::{ChunkHandle, ChunkVersion, DataId, FsError, NodeId, OpId};
-use quarry_transport::{Reply, Request, Router, RpcClient};
+use quarry_transport::{metrics, Reply, Request, Router, RpcClient};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -204,6 +204,11 @@ struct Inner {
     active: AtomicU32,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// The disk's capacity and used bytes and the chunk count, as last sent in a heartbeat
+    /// (the chunk count from the last full report), for the metrics.
+    capacity_bytes: AtomicU64,
+    used_bytes: AtomicU64,
+    chunk_count: AtomicU64,
     /// When each chunk was last written, truncated, created or cloned (since this start): the
     /// scrubber leaves recently written chunks alone.
     written: Mutex<HashMap<ChunkHandle, Instant>>,
@@ -260,6 +265,9 @@ impl Chunkserver {
                 active: AtomicU32::new(0),
                 bytes_read: AtomicU64::new(0),
                 bytes_written: AtomicU64::new(0),
+                capacity_bytes: AtomicU64::new(0),
+                used_bytes: AtomicU64::new(0),
+                chunk_count: AtomicU64::new(0),
                 written: Mutex::new(HashMap::new()),
                 cloning: Mutex::new(HashMap::new()),
                 cloned_at: Mutex::new(HashMap::new()),
@@ -274,6 +282,67 @@ impl Chunkserver {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.node
+    }
+
+    /// Export this chunkserver's counters and disk figures in the process's metrics registry
+    /// under `node`, refreshed at each scrape while the server runs.
+    pub fn export_metrics(&self, node: &str) {
+        let weak = Arc::downgrade(&self.inner);
+        let node = node.to_string();
+        metrics::global().add_collector(move |reg| {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let l = [("node", node.as_str())];
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            reg.counter(
+                "quarry_chunkserver_read_bytes_total",
+                "Chunk bytes read and served (ReadChunk), checksums verified.",
+                &l,
+            )
+            .mirror(load(&inner.bytes_read));
+            reg.counter(
+                "quarry_chunkserver_written_bytes_total",
+                "Chunk bytes written by applied mutations (as primary or secondary).",
+                &l,
+            )
+            .mirror(load(&inner.bytes_written));
+            let scrub = *inner.scrub.lock().unwrap();
+            reg.counter(
+                "quarry_chunkserver_scrubbed_bytes_total",
+                "Bytes verified by the background scrubber.",
+                &l,
+            )
+            .mirror(scrub.bytes);
+            reg.counter(
+                "quarry_chunkserver_scrub_mismatches_total",
+                "Chunks the scrubber found corrupt.",
+                &l,
+            )
+            .mirror(scrub.mismatches);
+            let g = |name: &str, help: &str, v: u64| reg.gauge(name, help, &l).set(v as i64);
+            g(
+                "quarry_chunkserver_capacity_bytes",
+                "Size of the data directory's file system (last heartbeat).",
+                load(&inner.capacity_bytes),
+            );
+            g(
+                "quarry_chunkserver_used_bytes",
+                "Bytes used on the data directory's file system (last heartbeat).",
+                load(&inner.used_bytes),
+            );
+            g(
+                "quarry_chunkserver_chunks",
+                "Chunk replicas stored here (last full report).",
+                load(&inner.chunk_count),
+            );
+            g(
+                "quarry_chunkserver_active_requests",
+                "Reads and mutations being served now.",
+                inner.active.load(Ordering::Relaxed) as u64,
+            );
+            true
+        });
     }
 
     pub fn store(&self) -> &Arc<dyn ChunkStore> {
@@ -898,6 +967,11 @@ impl Inner {
                 tokio::time::sleep(interval).await;
                 continue;
             };
+            self.capacity_bytes.store(capacity, Ordering::Relaxed);
+            self.used_bytes.store(used, Ordering::Relaxed);
+            if let Some(c) = &chunks {
+                self.chunk_count.store(c.len() as u64, Ordering::Relaxed);
+            }
             let hb = Heartbeat {
                 node: self.node,
                 addr: self.addr.lock().unwrap().clone(),

@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use quarry_proto::Role;
 use quarry_transport::certs::{ClusterCa, NodeCert};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATA_DIR: &str = "quarry-data";
@@ -23,6 +24,30 @@ pub struct ClusterFile {
     /// Chunk size of the namespace (informational; the master holds the real value).
     #[serde(default)]
     pub chunk_size: Option<u64>,
+    /// HTTP endpoints (`/metrics`; on masters also the status page), by node name
+    /// (`master-1`, `chunkserver-0`, ...): `host:port`, kept across restarts like the ports
+    /// above. In one process (`quarry up` without `--processes`) only the masters listen, and
+    /// each one's `/metrics` covers the whole process.
+    #[serde(default)]
+    pub http: BTreeMap<String, String>,
+}
+
+impl ClusterFile {
+    /// The status page URLs of the masters, in the order of `masters`.
+    pub fn master_urls(&self) -> Vec<String> {
+        let mut out: Vec<(String, String)> = self
+            .http
+            .iter()
+            .filter(|(name, _)| name.starts_with("master-"))
+            .map(|(name, addr)| (name.clone(), format!("http://{addr}/")))
+            .collect();
+        out.sort_by_key(|(name, _)| {
+            name.trim_start_matches("master-")
+                .parse::<u64>()
+                .unwrap_or(u64::MAX)
+        });
+        out.into_iter().map(|(_, url)| url).collect()
+    }
 }
 
 impl ClusterFile {

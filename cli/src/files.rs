@@ -360,11 +360,30 @@ fn human(bytes: u64) -> String {
     }
 }
 
-pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
+/// `quarry status`; `web` are the masters' status page URLs from the cluster file (the
+/// leader's is printed first).
+pub async fn status(client: &Client, json: bool, web: &[String]) -> anyhow::Result<()> {
     let s = client.cluster_status().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
+    }
+    // The cluster file lists masters and their pages in the same order.
+    let leader = s
+        .masters
+        .iter()
+        .find(|m| m.role == "leader")
+        .map(|m| &m.addr);
+    let mut pages: Vec<&String> = web.iter().collect();
+    if let Some(i) = leader.and_then(|l| s.masters.iter().position(|m| &m.addr == l)) {
+        if i < pages.len() {
+            let url = pages.remove(i);
+            pages.insert(0, url);
+        }
+    }
+    if !pages.is_empty() {
+        let list: Vec<&str> = pages.iter().map(|u| u.as_str()).collect();
+        println!("status page: {}", list.join("  "));
     }
     println!(
         "chunk size {}, replication {}, under-replicated chunks {}, missing chunks {}",

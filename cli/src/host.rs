@@ -4,6 +4,7 @@
 //! reading local chunk files through the store). Used by `quarry up`, `quarry master`,
 //! `quarry chunkserver` and the test harness, so all of them compose the roles the same way.
 
+use crate::http::{self, HttpServer};
 use quarry_chunkserver::store::ChunkStore;
 use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
 use quarry_client::{Client, ClientConfig};
@@ -53,6 +54,7 @@ impl MasterHost {
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
         let coordinator = Coordinator::new(coordinator);
         let node = MasterNode::start_with(config, cert, bind, |r| coordinator.routes(r)).await?;
+        coordinator.export_metrics(&cert.identity().name);
         // The coordinator is a client of its own master (with the master's identity).
         let mut client_config = ClientConfig::new(vec![node.addr().to_string()]);
         client_config.rpc_timeout = rpc_timeout;
@@ -95,6 +97,17 @@ impl MasterHost {
 
     pub fn addr(&self) -> SocketAddr {
         self.node.addr()
+    }
+
+    /// Serve `/metrics`, the status page and `/api/status` on `bind` (port 0 allowed).
+    pub async fn serve_http(&self, bind: SocketAddr) -> anyhow::Result<HttpServer> {
+        http::serve_master(
+            bind,
+            self.node.master().clone(),
+            self.coordinator.clone(),
+            self.node.rpc(),
+        )
+        .await
     }
 
     pub async fn shutdown(self) {
@@ -152,6 +165,7 @@ impl ChunkserverHost {
                 if worker_cert.is_some() {
                     let w = Worker::new(worker.clone(), id, local_chunks(store.clone()));
                     w.routes(r);
+                    w.export_metrics(&cert.identity().name);
                     hosted = Some(w);
                 }
             })

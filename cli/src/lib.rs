@@ -2,3 +2,4 @@
 //! with the test harness so tests compose nodes exactly as the binary does.
 
 pub mod host;
+pub mod http;

@@ -8,6 +8,7 @@ mod files;
 mod health;
 mod job;
 mod mount;
+mod stats;
 mod trash;
 mod up;
 
@@ -73,6 +74,10 @@ enum Command {
         /// one; without it the lowest id of --peers forms the group on first boot.
         #[arg(long)]
         join: bool,
+        /// Serve /metrics, the status page and /api/status over HTTP at this address (port 0:
+        /// any free port; the bound address is printed).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
         #[command(flatten)]
         tunables: up::Tunables,
     },
@@ -92,11 +97,30 @@ enum Command {
         master: String,
         #[arg(long)]
         name: String,
+        /// Serve /metrics over HTTP at this address (port 0: any free port; printed).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
         #[command(flatten)]
         tunables: up::Tunables,
     },
     /// Mount the filesystem at DIR (FUSE) and serve until Ctrl-C or SIGTERM, then unmount.
-    Mount { dir: PathBuf },
+    Mount {
+        dir: PathBuf,
+        /// Serve /metrics over HTTP at this address (port 0: any free port; printed).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+    },
+    /// Per-second rates from the nodes' /metrics: RPCs (ops/s, p50/p99 latency, bytes/s),
+    /// chunkserver and FUSE bytes/s and FUSE ops/s. Two samples a second apart, or with
+    /// --watch one line set per second until Ctrl-C.
+    Stats {
+        /// Refresh every second until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Endpoints to read (`host:port` or `http://host:port/metrics`); default: every
+        /// HTTP endpoint in the cluster file.
+        endpoints: Vec<String>,
+    },
     /// Unmount a Quarry mount (`fusermount3 -u DIR`).
     Umount { dir: PathBuf },
     /// Copy a local file (`-` for stdin) into the filesystem.
@@ -232,9 +256,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Umount { dir } => mount::run_umount(&dir),
-        Command::Mount { dir } => {
+        Command::Mount { dir, http } => {
             let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
-            mount::run_mount(&file, &dir).await
+            mount::run_mount(&file, &dir, http).await
+        }
+        Command::Stats { watch, endpoints } => {
+            let endpoints = if endpoints.is_empty() {
+                let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
+                anyhow::ensure!(
+                    !file.http.is_empty(),
+                    "the cluster file lists no HTTP endpoints; name them: quarry stats HOST:PORT..."
+                );
+                file.http.values().cloned().collect()
+            } else {
+                endpoints
+            };
+            stats::run(&endpoints, watch).await
         }
         Command::Master {
             data,
@@ -244,13 +281,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             id,
             peers,
             join,
+            http,
             tunables,
         } => {
             let raft = match peers {
                 Some(p) => Some(up::raft_settings(id, &up::parse_peers(&p)?, !join)?),
                 None => None,
             };
-            up::run_master(&data, &certs, listen, &name, raft, &tunables).await
+            up::run_master(&data, &certs, listen, &name, raft, http, &tunables).await
         }
         Command::Chunkserver {
             data,
@@ -258,8 +296,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             master,
             name,
+            http,
             tunables,
-        } => up::run_chunkserver(&data, &certs, listen, &master, &name, &tunables).await,
+        } => up::run_chunkserver(&data, &certs, listen, &master, &name, http, &tunables).await,
         Command::Bench(args) => {
             // Through a mount the cluster file is not needed.
             let file = match args.mount {
@@ -283,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Rm { recursive, path } => files::rm(c, &path, recursive).await,
                 Command::Mv { src, dst } => files::mv(c, &src, &dst).await,
                 Command::Stat { path } => files::stat(c, &path).await,
-                Command::Status { json } => files::status(c, json).await,
+                Command::Status { json } => files::status(c, json, &file.master_urls()).await,
                 Command::Fsck { path, json } => health::fsck(c, &path, json).await,
                 Command::Fileinfo { path, json } => health::fileinfo(c, &path, json).await,
                 Command::Job(cmd) => job::run(c, cmd).await,
@@ -309,6 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Chunkserver { .. }
                 | Command::Mount { .. }
                 | Command::Bench(_)
+                | Command::Stats { .. }
                 | Command::Umount { .. } => {
                     unreachable!("handled above")
                 }

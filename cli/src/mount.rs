@@ -53,14 +53,27 @@ pub async fn mount(file: &ClusterFile, dir: &Path) -> anyhow::Result<Mounted> {
     })
 }
 
-/// `quarry mount DIR`: serve until Ctrl-C or SIGTERM, then unmount.
-pub async fn run_mount(file: &ClusterFile, dir: &Path) -> anyhow::Result<()> {
+/// `quarry mount DIR [--http ADDR]`: serve until Ctrl-C or SIGTERM, then unmount. With
+/// `http`, `/metrics` (the FUSE and client side of this process) is served there.
+pub async fn run_mount(
+    file: &ClusterFile,
+    dir: &Path,
+    http: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let mounted = mount(file, dir).await?;
     println!(
         "Quarry ({}) is mounted at {}. Ctrl-C unmounts.",
         file.masters.join(", "),
         mounted.dir().display()
     );
+    let _server = match http {
+        Some(bind) => {
+            let s = quarry_cli::http::serve_metrics(bind).await?;
+            println!("metrics: {}metrics", quarry_cli::http::url_of(s.addr()));
+            Some(s)
+        }
+        None => None,
+    };
     let stop = crate::up::shutdown_signal();
     tokio::pin!(stop);
     loop {

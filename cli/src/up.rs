@@ -5,6 +5,7 @@ use crate::cluster::{init_certs, load_or_issue, ClusterFile};
 use anyhow::Context;
 use quarry_chunkserver::ChunkserverConfig;
 use quarry_cli::host::{ChunkserverHost, MasterHost};
+use quarry_cli::http::{serve_metrics, url_of, HttpServer};
 use quarry_mapred::coordinator::CoordinatorConfig;
 use quarry_mapred::worker::WorkerConfig;
 use quarry_master::raft::RaftConfig;
@@ -219,6 +220,7 @@ fn prepare(
     data: &Path,
     masters: usize,
     chunkservers: usize,
+    processes: bool,
     t: &Tunables,
 ) -> anyhow::Result<ClusterFile> {
     let data = absolute(data)?;
@@ -244,6 +246,7 @@ fn prepare(
             data: Some(data.clone()),
             chunkserver_ports: vec![],
             chunk_size: Some(t.chunk_size),
+            http: BTreeMap::new(),
         },
     };
     file.certs = certs;
@@ -251,8 +254,49 @@ fn prepare(
     while file.chunkserver_ports.len() < chunkservers {
         file.chunkserver_ports.push(free_port()?);
     }
+    // HTTP: every master; chunkservers too when they are processes of their own (in one
+    // process, the masters' /metrics already covers them).
+    let mut names: Vec<String> = master_names(masters).into_iter().map(|(_, n)| n).collect();
+    if processes {
+        names.extend((0..chunkservers).map(|i| format!("chunkserver-{i}")));
+    } else {
+        file.http.retain(|name, _| name.starts_with("master-"));
+    }
+    for name in names {
+        if let std::collections::btree_map::Entry::Vacant(e) = file.http.entry(name) {
+            e.insert(format!("127.0.0.1:{}", free_tcp_port()?));
+        }
+    }
     file.save(&path)?;
     Ok(file)
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Start a master's HTTP endpoints at its address in the cluster file, or, if that port is
+/// taken now, at a new one (saved in the cluster file).
+async fn master_http(
+    master: &MasterHost,
+    name: &str,
+    file: &mut ClusterFile,
+    data: &Path,
+) -> anyhow::Result<HttpServer> {
+    let kept: Option<SocketAddr> = file.http.get(name).and_then(|a| a.parse().ok());
+    if let Some(addr) = kept {
+        match master.serve_http(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => eprintln!("{name}: {e:#}; choosing another port"),
+        }
+    }
+    let server = master.serve_http("127.0.0.1:0".parse()?).await?;
+    file.http
+        .insert(name.to_string(), server.addr().to_string());
+    file.save(&data.join("cluster.toml"))?;
+    Ok(server)
 }
 
 fn banner(
@@ -271,6 +315,14 @@ fn banner(
             data.join(format!("chunkserver-{i}")).display()
         );
     }
+    for (name, addr) in &file.http {
+        let what = if name.starts_with("master-") {
+            "status page and /metrics"
+        } else {
+            "/metrics"
+        };
+        println!("  web {name:<10} http://{addr}/  ({what})");
+    }
     println!("  data          {}", data.display());
     println!("  cluster file  {}", cluster.display());
     if let Some(dir) = mounted {
@@ -288,6 +340,7 @@ fn banner(
         None => println!("  quarry put ./some-file /some-file && quarry ls -l /"),
     }
     println!("  quarry status");
+    println!("  quarry stats --watch");
     match mounted {
         Some(dir) => println!(
             "  quarry job wordcount {0}/books {0}/counts --wait",
@@ -332,14 +385,16 @@ pub async fn up(
         (1..=8).contains(&masters),
         "--masters must be between 1 and 8"
     );
-    let file = prepare(data, masters, chunkservers, t)?;
+    let mut file = prepare(data, masters, chunkservers, processes, t)?;
     let data = file.data.clone().expect("prepare sets data");
     if processes {
         return supervise(&file, &data, chunkservers, mount_dir, t).await;
     }
-    let certs = &file.certs;
+    let certs = &file.certs.clone();
     let mut master_hosts = Vec::new();
-    for ((name, raft), addr) in group(&file)?.into_iter().zip(&file.masters) {
+    let mut http_servers = Vec::new();
+    let masters_list = file.masters.clone();
+    for ((name, raft), addr) in group(&file)?.into_iter().zip(&masters_list) {
         let master_cert = load_or_issue(certs, &name, Role::Master, &name)?;
         let master_addr: SocketAddr = addr.parse()?;
         let master = MasterHost::start(
@@ -350,6 +405,7 @@ pub async fn up(
         )
         .await
         .with_context(|| format!("starting {name} on {master_addr}"))?;
+        http_servers.push(master_http(&master, &name, &mut file, &data).await?);
         master_hosts.push(master);
     }
     let master_list = file.masters.join(",");
@@ -391,6 +447,7 @@ pub async fn up(
             eprintln!("{e:#}");
         }
     }
+    drop(http_servers);
     for n in nodes {
         n.shutdown().await;
     }
@@ -440,6 +497,9 @@ async fn supervise(
             args.push(format!("--id={id}"));
             args.push(format!("--peers={peers}"));
         }
+        if let Some(http) = file.http.get(&name) {
+            args.push(format!("--http={http}"));
+        }
         children.push(Child {
             name,
             args: [args, t.to_args()].concat(),
@@ -450,19 +510,19 @@ async fn supervise(
     let master_list = file.masters.join(",");
     for i in 0..chunkservers {
         let name = format!("chunkserver-{i}");
+        let mut args: Vec<String> = vec![
+            "chunkserver".into(),
+            format!("--data={}", data.join(&name).display()),
+            format!("--certs={certs}"),
+            format!("--listen=127.0.0.1:{}", file.chunkserver_ports[i]),
+            format!("--master={master_list}"),
+            format!("--name={name}"),
+        ];
+        if let Some(http) = file.http.get(&name) {
+            args.push(format!("--http={http}"));
+        }
         children.push(Child {
-            args: [
-                vec![
-                    "chunkserver".into(),
-                    format!("--data={}", data.join(&name).display()),
-                    format!("--certs={certs}"),
-                    format!("--listen=127.0.0.1:{}", file.chunkserver_ports[i]),
-                    format!("--master={master_list}"),
-                    format!("--name={name}"),
-                ],
-                t.to_args(),
-            ]
-            .concat(),
+            args: [args, t.to_args()].concat(),
             name,
             process: None,
             restart_at: Some(tokio::time::Instant::now()),
@@ -572,12 +632,29 @@ fn worker_cert(certs: &Path, name: &str) -> anyhow::Result<quarry_transport::cer
     load_or_issue(certs, &stem, Role::Client, &stem)
 }
 
+/// Start the HTTP endpoints of a node started by hand (`--http`): a failure to bind is
+/// reported and the node runs on without them.
+fn announce_http(name: &str, server: anyhow::Result<HttpServer>) -> Option<HttpServer> {
+    match server {
+        Ok(s) => {
+            tracing::info!(url = %s.url(), "{name}: HTTP serving");
+            println!("{name}: HTTP on {}", url_of(s.addr()));
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("{name}: no HTTP endpoint: {e:#}");
+            None
+        }
+    }
+}
+
 pub async fn run_master(
     data: &Path,
     certs: &Path,
     listen: SocketAddr,
     name: &str,
     raft: Option<RaftSettings>,
+    http: Option<SocketAddr>,
     t: &Tunables,
 ) -> anyhow::Result<()> {
     let cert = load_or_issue(certs, name, Role::Master, name)?;
@@ -589,7 +666,12 @@ pub async fn run_master(
     )
     .await?;
     tracing::info!(addr = %node.addr(), "master serving");
+    let server = match http {
+        Some(bind) => announce_http(name, node.serve_http(bind).await),
+        None => None,
+    };
     shutdown_signal().await;
+    drop(server);
     node.shutdown().await;
     Ok(())
 }
@@ -600,6 +682,7 @@ pub async fn run_chunkserver(
     listen: SocketAddr,
     master: &str,
     name: &str,
+    http: Option<SocketAddr>,
     t: &Tunables,
 ) -> anyhow::Result<()> {
     let cert = load_or_issue(certs, name, Role::Chunkserver, name)?;
@@ -623,7 +706,12 @@ pub async fn run_chunkserver(
     )
     .await?;
     tracing::info!(addr = %node.addr(), node = %node.node.node_id(), "chunkserver serving");
+    let server = match http {
+        Some(bind) => announce_http(name, serve_metrics(bind).await),
+        None => None,
+    };
     shutdown_signal().await;
+    drop(server);
     node.shutdown().await;
     Ok(())
 }

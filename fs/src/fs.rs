@@ -17,6 +17,7 @@ use fuser::{
 use quarry_client::Client;
 use quarry_proto::master::SetAttr;
 use quarry_proto::{Attr, FileKind, InodeId, Timestamp};
+use quarry_transport::metrics;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
@@ -78,15 +79,88 @@ struct Shared {
 /// Files whose cache stamps are kept (the map is cleared past this).
 const CACHE_STAMPS_MAX: usize = 65_536;
 
+/// The FUSE operations counted in the metrics (those served on the runtime).
+const OPS: &[&str] = &[
+    "create",
+    "fallocate",
+    "flush",
+    "fsync",
+    "getattr",
+    "getxattr",
+    "link",
+    "listxattr",
+    "lookup",
+    "mkdir",
+    "mknod",
+    "open",
+    "opendir",
+    "read",
+    "readlink",
+    "release",
+    "removexattr",
+    "rename",
+    "rmdir",
+    "setattr",
+    "setxattr",
+    "statfs",
+    "symlink",
+    "unlink",
+    "write",
+];
+
+/// The metrics of one FUSE operation (in the process's registry, shared by its mounts).
+struct OpStats {
+    calls: Arc<metrics::Counter>,
+    errors: Arc<metrics::Counter>,
+    latency: Arc<metrics::Histogram>,
+}
+
+impl OpStats {
+    fn new(op: &str) -> Arc<OpStats> {
+        let m = metrics::global();
+        let l = [("op", op)];
+        Arc::new(OpStats {
+            calls: m.counter("quarry_fuse_ops_total", "FUSE operations answered.", &l),
+            errors: m.counter(
+                "quarry_fuse_errors_total",
+                "FUSE operations answered with an error.",
+                &l,
+            ),
+            latency: m.histogram(
+                "quarry_fuse_op_seconds",
+                "Time from a FUSE request to its reply.",
+                metrics::LATENCY_BUCKETS,
+                &l,
+            ),
+        })
+    }
+}
+
 /// The FUSE filesystem of one mount.
 pub struct QuarryFs {
     runtime: Handle,
     shared: Arc<Shared>,
+    /// Per operation in [`OPS`], its metrics (read-only once made: no lock per request).
+    ops: HashMap<&'static str, Arc<OpStats>>,
+    read_bytes: Arc<metrics::Counter>,
+    written_bytes: Arc<metrics::Counter>,
 }
 
 impl QuarryFs {
     pub fn new(client: Client, runtime: Handle, config: FsConfig) -> QuarryFs {
+        let m = metrics::global();
         QuarryFs {
+            ops: OPS.iter().map(|op| (*op, OpStats::new(op))).collect(),
+            read_bytes: m.counter(
+                "quarry_fuse_read_bytes_total",
+                "Bytes returned by FUSE reads.",
+                &[],
+            ),
+            written_bytes: m.counter(
+                "quarry_fuse_written_bytes_total",
+                "Bytes accepted by FUSE writes.",
+                &[],
+            ),
             runtime,
             shared: Arc::new(Shared {
                 client,
@@ -100,17 +174,31 @@ impl QuarryFs {
         }
     }
 
-    /// Run `op` on the runtime and hand its result to `done` there.
-    fn spawn<T, F, Fut, D>(&self, op: F, done: D)
+    /// Run `op` on the runtime and hand its result to `done` there; count it as operation
+    /// `name` (calls, errors, latency until the reply).
+    fn spawn<T, F, Fut, D>(&self, name: &'static str, op: F, done: D)
     where
         F: FnOnce(Arc<Shared>) -> Fut,
         Fut: Future<Output = OpResult<T>> + Send + 'static,
         D: FnOnce(Result<T, Errno>) + Send + 'static,
         T: Send + 'static,
     {
+        let stats = self
+            .ops
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| OpStats::new(name));
+        let started = std::time::Instant::now();
         let fut = op(Arc::clone(&self.shared));
-        self.runtime
-            .spawn(async move { done(fut.await.map_err(|e| e.0)) });
+        self.runtime.spawn(async move {
+            let result = fut.await.map_err(|e| e.0);
+            stats.calls.inc();
+            if result.is_err() {
+                stats.errors.inc();
+            }
+            done(result);
+            stats.latency.observe_since(started);
+        });
     }
 }
 
@@ -394,6 +482,7 @@ impl Filesystem for QuarryFs {
             Err(_) => return reply.error(Errno::ENOENT),
         };
         self.spawn(
+            "lookup",
             |s| async move {
                 let a = s.lookup(inode(parent), name).await?;
                 Ok((a, *s.ttl()))
@@ -408,6 +497,7 @@ impl Filesystem for QuarryFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.shared.config.ttl;
         self.spawn(
+            "getattr",
             |s| async move { s.getattr(inode(ino)).await },
             move |r| match r {
                 Ok(a) => reply.attr(&ttl, &a),
@@ -438,6 +528,7 @@ impl Filesystem for QuarryFs {
         let ttl = self.shared.config.ttl;
         let caller = req.uid();
         self.spawn(
+            "setattr",
             |s| async move {
                 s.setattr(inode(ino), mode, uid, gid, size, atime, mtime, caller)
                     .await
@@ -451,6 +542,7 @@ impl Filesystem for QuarryFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.spawn(
+            "readlink",
             |s| async move { seams::readlink(&s.client, inode(ino)).await },
             |r| match r {
                 Ok(target) => reply.data(&target),
@@ -476,6 +568,7 @@ impl Filesystem for QuarryFs {
         let (uid, gid) = (req.uid(), req.gid());
         let ttl = self.shared.config.ttl;
         self.spawn(
+            "mknod",
             |s| async move {
                 let attr = if mode & libc::S_IFMT == libc::S_IFREG {
                     s.client
@@ -519,6 +612,7 @@ impl Filesystem for QuarryFs {
         let (uid, gid) = (req.uid(), req.gid());
         let ttl = self.shared.config.ttl;
         self.spawn(
+            "mkdir",
             |s| async move {
                 let attr = s
                     .client
@@ -542,6 +636,7 @@ impl Filesystem for QuarryFs {
         // until its last close.
         let uid = req.uid();
         self.spawn(
+            "unlink",
             |s| async move {
                 s.check_sticky(uid, inode(parent), &name).await?;
                 Ok(s.client.unlink(inode(parent), &name).await?)
@@ -560,6 +655,7 @@ impl Filesystem for QuarryFs {
         };
         let uid = req.uid();
         self.spawn(
+            "rmdir",
             |s| async move {
                 s.check_sticky(uid, inode(parent), &name).await?;
                 Ok(s.client.rmdir(inode(parent), &name).await?)
@@ -587,6 +683,7 @@ impl Filesystem for QuarryFs {
         let (uid, gid) = (req.uid(), req.gid());
         let ttl = self.shared.config.ttl;
         self.spawn(
+            "symlink",
             |s| async move {
                 let attr =
                     seams::symlink(&s.client, inode(parent), &name, &target, uid, gid).await?;
@@ -615,6 +712,7 @@ impl Filesystem for QuarryFs {
         };
         let uid = req.uid();
         self.spawn(
+            "rename",
             |s| async move {
                 let flags = rename_flags(flags)?;
                 s.check_sticky(uid, inode(parent), &name).await?;
@@ -644,6 +742,7 @@ impl Filesystem for QuarryFs {
         };
         let ttl = self.shared.config.ttl;
         self.spawn(
+            "link",
             |s| async move {
                 let attr = seams::link(&s.client, inode(ino), inode(newparent), &name).await?;
                 Ok(s.view(&attr))
@@ -658,6 +757,7 @@ impl Filesystem for QuarryFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let append = flags.0 & libc::O_APPEND != 0;
         self.spawn(
+            "open",
             |s| async move { s.open(inode(ino), flags).await },
             move |r| match r {
                 Ok((fh, keep)) => reply.opened(
@@ -686,13 +786,18 @@ impl Filesystem for QuarryFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let read_bytes = self.read_bytes.clone();
         self.spawn(
+            "read",
             |s| async move {
                 let (open, _) = s.file(fh)?;
                 Ok(open.read(offset, size).await?)
             },
-            |r| match r {
-                Ok(b) => reply.data(&b),
+            move |r| match r {
+                Ok(b) => {
+                    read_bytes.add(b.len() as u64);
+                    reply.data(&b)
+                }
                 Err(e) => reply.error(e),
             },
         );
@@ -711,13 +816,18 @@ impl Filesystem for QuarryFs {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
+        let written_bytes = self.written_bytes.clone();
         self.spawn(
+            "write",
             |s| async move {
                 let (open, append) = s.file(fh)?;
                 Ok(open.write(offset, &data, append).await?)
             },
-            |r| match r {
-                Ok(n) => reply.written(n),
+            move |r| match r {
+                Ok(n) => {
+                    written_bytes.add(n as u64);
+                    reply.written(n)
+                }
                 Err(e) => reply.error(e),
             },
         );
@@ -732,6 +842,7 @@ impl Filesystem for QuarryFs {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            "flush",
             |s| async move {
                 let (open, _) = s.file(fh)?;
                 Ok(open.flush().await?)
@@ -754,6 +865,7 @@ impl Filesystem for QuarryFs {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            "release",
             |s| async move { s.release(fh).await },
             |r| match r {
                 Ok(()) => reply.ok(),
@@ -772,6 +884,7 @@ impl Filesystem for QuarryFs {
     ) {
         // Pushed data is on every replica when acknowledged; flush also commits the size.
         self.spawn(
+            "fsync",
             |s| async move {
                 let (open, _) = s.file(fh)?;
                 Ok(open.flush().await?)
@@ -785,6 +898,7 @@ impl Filesystem for QuarryFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(
+            "opendir",
             |s| async move { s.opendir(inode(ino)).await },
             |r| match r {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -841,6 +955,7 @@ impl Filesystem for QuarryFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         const BLOCK: u64 = 4096;
         self.spawn(
+            "statfs",
             |s| async move { Ok(s.client.statfs().await?) },
             |r| match r {
                 Ok(st) => reply.statfs(
@@ -870,6 +985,7 @@ impl Filesystem for QuarryFs {
     ) {
         let (name, value) = (name.to_os_string(), value.to_vec());
         self.spawn(
+            "setxattr",
             |s| async move {
                 seams::setxattr(&s.client, inode(ino), &name, &value, flags, position).await
             },
@@ -883,6 +999,7 @@ impl Filesystem for QuarryFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name.to_os_string();
         self.spawn(
+            "getxattr",
             |s| async move { seams::getxattr(&s.client, inode(ino), &name).await },
             move |r| match r {
                 Ok(v) => xattr_reply(reply, size, &v),
@@ -893,6 +1010,7 @@ impl Filesystem for QuarryFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.spawn(
+            "listxattr",
             |s| async move { seams::listxattr(&s.client, inode(ino)).await },
             move |r| match r {
                 Ok(v) => xattr_reply(reply, size, &v),
@@ -904,6 +1022,7 @@ impl Filesystem for QuarryFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_os_string();
         self.spawn(
+            "removexattr",
             |s| async move { seams::removexattr(&s.client, inode(ino), &name).await },
             |r| match r {
                 Ok(()) => reply.ok(),
@@ -933,6 +1052,7 @@ impl Filesystem for QuarryFs {
             return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         self.spawn(
+            "fallocate",
             |s| async move {
                 let end = offset
                     .checked_add(length)
@@ -964,6 +1084,7 @@ impl Filesystem for QuarryFs {
         let (uid, gid) = (req.uid(), req.gid());
         let ttl = self.shared.config.ttl;
         self.spawn(
+            "create",
             |s| async move {
                 s.create(inode(parent), name, mode, umask, flags, uid, gid)
                     .await

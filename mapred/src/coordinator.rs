@@ -19,7 +19,7 @@ use crate::job::{Action, Job, Scheduler, SchedulerConfig};
 use quarry_client::Client;
 use quarry_proto::job::*;
 use quarry_proto::{FileKind, FsError, OpId, Timestamp};
-use quarry_transport::{Reply, Request, Router};
+use quarry_transport::{metrics, Reply, Request, Router};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -231,7 +231,78 @@ impl Coordinator {
 
     /// The status of every job (for the host's status page).
     pub fn jobs(&self) -> Vec<JobStatus> {
-        self.inner.sched.lock().unwrap().list()
+        let all = self.inner.sched.lock().unwrap().list();
+        all.into_iter().map(|s| self.inner.as_seen(s)).collect()
+    }
+
+    /// Export the remembered jobs by state and the tasks of running jobs by phase and state
+    /// in the process's metrics registry under `node`, refreshed at each scrape while the
+    /// coordinator exists.
+    pub fn export_metrics(&self, node: &str) {
+        let weak = Arc::downgrade(&self.inner);
+        let node = node.to_string();
+        metrics::global().add_collector(move |reg| {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let jobs: Vec<JobStatus> = {
+                let all = inner.sched.lock().unwrap().list();
+                all.into_iter().map(|s| inner.as_seen(s)).collect()
+            };
+            let mut by_state = [0i64; 3];
+            let mut tasks = [[0i64; 3]; 2];
+            let mut failed_attempts = 0u64;
+            let mut input_bytes = 0u64;
+            for j in &jobs {
+                failed_attempts += j.counters.failed_attempts;
+                input_bytes += j.counters.input_bytes;
+                let i = match j.state {
+                    JobState::Running => 0,
+                    JobState::Succeeded => 1,
+                    JobState::Failed(_) => 2,
+                };
+                by_state[i] += 1;
+                if i == 0 {
+                    for (phase, p) in [&j.maps, &j.reduces].into_iter().enumerate() {
+                        tasks[phase][0] += p.done as i64;
+                        tasks[phase][1] += p.running as i64;
+                        tasks[phase][2] +=
+                            p.total.saturating_sub(p.done).saturating_sub(p.running) as i64;
+                    }
+                }
+            }
+            for (i, state) in ["running", "succeeded", "failed"].into_iter().enumerate() {
+                reg.gauge(
+                    "quarry_mapred_jobs",
+                    "MapReduce jobs the coordinator remembers, by state.",
+                    &[("node", node.as_str()), ("state", state)],
+                )
+                .set(by_state[i]);
+            }
+            for (p, phase) in ["map", "reduce"].into_iter().enumerate() {
+                for (i, state) in ["done", "running", "pending"].into_iter().enumerate() {
+                    reg.gauge(
+                        "quarry_mapred_tasks",
+                        "Tasks of running MapReduce jobs, by phase and state.",
+                        &[("node", node.as_str()), ("phase", phase), ("state", state)],
+                    )
+                    .set(tasks[p][i]);
+                }
+            }
+            reg.gauge(
+                "quarry_mapred_failed_attempts",
+                "Failed task attempts, summed over the jobs the coordinator remembers.",
+                &[("node", node.as_str())],
+            )
+            .set(failed_attempts as i64);
+            reg.gauge(
+                "quarry_mapred_input_bytes",
+                "Input bytes of committed map tasks, summed over the jobs the coordinator remembers.",
+                &[("node", node.as_str())],
+            )
+            .set(input_bytes as i64);
+            true
+        });
     }
 }
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use quarry_client::Client;
 use quarry_proto::job::*;
 use quarry_proto::{ChunkHandle, ChunkVersion, FileKind, FsError, InodeId, NodeId};
-use quarry_transport::{Reply, Router, RpcClient};
+use quarry_transport::{metrics, Reply, Router, RpcClient};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -163,6 +163,34 @@ impl Worker {
     /// Attempts this worker finished (successfully or not), by kind.
     pub fn executed(&self, kind: TaskKind) -> u64 {
         *self.inner.executed.lock().unwrap().get(&kind).unwrap_or(&0)
+    }
+
+    /// Export this worker's finished attempts by kind and its running attempts in the
+    /// process's metrics registry under `node`, refreshed at each scrape while it exists.
+    pub fn export_metrics(&self, node: &str) {
+        let weak = Arc::downgrade(&self.inner);
+        let node = node.to_string();
+        metrics::global().add_collector(move |reg| {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let executed = inner.executed.lock().unwrap().clone();
+            for (kind, name) in [(TaskKind::Map, "map"), (TaskKind::Reduce, "reduce")] {
+                reg.counter(
+                    "quarry_mapred_worker_attempts_total",
+                    "Task attempts this worker finished (successfully or not), by kind.",
+                    &[("node", node.as_str()), ("kind", name)],
+                )
+                .mirror(executed.get(&kind).copied().unwrap_or(0));
+            }
+            reg.gauge(
+                "quarry_mapred_worker_running_attempts",
+                "Task attempts this worker runs now.",
+                &[("node", node.as_str())],
+            )
+            .set(inner.running.lock().unwrap().len() as i64);
+            true
+        });
     }
 
     /// Attempts running now.

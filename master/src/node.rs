@@ -63,6 +63,7 @@ impl MasterNode {
             }
         };
         master.routes(&mut router);
+        master.export_metrics(&cert.identity().name);
         extra_routes(&mut router);
         let quic = QuicNode::serve(bind, cert, router).await?;
         master.set_rpc(

@@ -26,7 +26,7 @@ use quarry_proto::{
     Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FileKind, FsError, InodeId, OpId,
     ServerRef, Timestamp,
 };
-use quarry_transport::{Reply, Request, Router, RpcClient};
+use quarry_transport::{metrics, Reply, Request, Router, RpcClient};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +110,16 @@ impl MasterConfig {
         Duration::from_millis(self.rpc_timeout_ms)
             + Duration::from_secs_f64(2.0 * chunk_size as f64 / rate as f64)
     }
+}
+
+/// Chunk health counts from one pass over the chunk table.
+#[derive(Default)]
+struct Health {
+    under: u64,
+    missing: u64,
+    over: u64,
+    queue: u64,
+    corrupt_chunks: u64,
 }
 
 /// Most commands waiting for one group commit.
@@ -343,6 +353,46 @@ impl Master {
         route!(FileInfo, file_info);
         route!(MasterInfo, master_info);
         route!(ChangeMasters, change_masters);
+    }
+
+    /// Export this master's gauges (namespace counts, Raft state, chunk health, repair) in the
+    /// process's metrics registry under `node`, refreshed at each scrape while the master runs.
+    pub fn export_metrics(&self, node: &str) {
+        let weak = Arc::downgrade(&self.inner);
+        let node = node.to_string();
+        metrics::global().add_collector(move |reg| match weak.upgrade() {
+            Some(inner) => {
+                inner.collect_metrics(reg, &node);
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// The cluster's status as `ClusterStatus` answers it (on the leader; `NotLeader` on a
+    /// follower).
+    pub async fn cluster_status(&self) -> Result<ClusterStatusReply, FsError> {
+        self.inner
+            .cluster_status(Request {
+                peer: quarry_transport::Identity::new(quarry_proto::Role::Master, "local"),
+                msg: ClusterStatus {},
+                body: quarry_transport::Body::empty(),
+            })
+            .await
+    }
+
+    /// The chunkservers as this master knows them (empty on a follower, which hears no
+    /// heartbeats): cheap, no RPC.
+    pub fn chunkservers_status(&self) -> Vec<ChunkserverStatus> {
+        if self.inner.leader_ready().is_err() {
+            return vec![];
+        }
+        self.inner.registry.lock().unwrap().status(Instant::now())
+    }
+
+    /// This master's own status (what `MasterInfo` answers).
+    pub fn self_status(&self) -> MasterStatus {
+        self.inner.self_status()
     }
 
     /// Drop every open hold of a client that went away; orphans it held last are dropped with
@@ -1563,43 +1613,159 @@ impl Inner {
         self.leader_ready()?;
         let masters = self.masters_status().await;
         let now = Instant::now();
+        let h = self.health(now);
         let engine = self.engine.read().unwrap();
         let registry = self.registry.lock().unwrap();
         let repair = self.repair.lock().unwrap();
-        let mut under = 0u64;
-        let mut over = 0u64;
-        let mut missing = 0u64;
-        let mut queue = 0u64;
-        for (handle, _) in engine.all_chunks() {
-            let goal = self.goal_of(&engine, handle) as usize;
-            let live = registry.live_locations(handle, now).len();
-            if live == 0 {
-                missing += 1;
-            } else if live < goal {
-                under += 1;
-                if live + repair.in_flight_for(handle) < goal {
-                    queue += 1;
-                }
-            } else if live > goal {
-                over += 1;
-            }
-        }
         let stats = repair.stats();
         Ok(ClusterStatusReply {
             masters,
             chunkservers: registry.status(now),
             chunk_size: engine.chunk_size(),
             replication: self.config.replication,
-            under_replicated_chunks: under,
-            missing_chunks: missing,
+            under_replicated_chunks: h.under,
+            missing_chunks: h.missing,
             corrupt_reports: registry.corrupt_reports(),
-            over_replicated_chunks: over,
-            repair_queue: queue,
+            over_replicated_chunks: h.over,
+            repair_queue: h.queue,
             clones_in_flight: repair.in_flight() as u64,
             clones_done: stats.done,
             cloned_bytes: stats.bytes,
             clones_failed: stats.failed,
         })
+    }
+
+    /// Every chunk judged against its goal (one pass over the chunk table, under the locks).
+    fn health(&self, now: Instant) -> Health {
+        let engine = self.engine.read().unwrap();
+        let registry = self.registry.lock().unwrap();
+        let repair = self.repair.lock().unwrap();
+        let mut h = Health::default();
+        for (handle, _) in engine.all_chunks() {
+            let goal = self.goal_of(&engine, handle) as usize;
+            let live = registry.live_locations(handle, now).len();
+            if live == 0 {
+                h.missing += 1;
+            } else if live < goal {
+                h.under += 1;
+                if live + repair.in_flight_for(handle) < goal {
+                    h.queue += 1;
+                }
+            } else if live > goal {
+                h.over += 1;
+            }
+        }
+        h.corrupt_chunks = registry.corrupt_counts().len() as u64;
+        h
+    }
+
+    /// Set this master's gauges in `reg` (run at each scrape, see [`Master::export_metrics`]).
+    fn collect_metrics(&self, reg: &metrics::Registry, node: &str) {
+        let l = [("node", node)];
+        let st = self.self_status();
+        let g = |name: &str, help: &str, v: u64| reg.gauge(name, help, &l).set(v as i64);
+        g(
+            "quarry_master_files",
+            "Regular files in the namespace (trash apart).",
+            st.files,
+        );
+        g(
+            "quarry_master_directories",
+            "Directories in the namespace.",
+            st.directories,
+        );
+        g(
+            "quarry_master_chunks",
+            "Chunks in the chunk table (trash included).",
+            st.chunks,
+        );
+        g(
+            "quarry_master_trash_files",
+            "Files in the trash.",
+            st.trash_files,
+        );
+        g(
+            "quarry_master_applied_index",
+            "The last log index applied to the namespace.",
+            st.log_index,
+        );
+        if let Some(raft) = &self.raft {
+            let m = raft.metrics();
+            g(
+                "quarry_master_raft_term",
+                "This master's current Raft term.",
+                m.term,
+            );
+            g(
+                "quarry_master_raft_commit_index",
+                "The highest Raft index known committed.",
+                m.commit_index,
+            );
+            g(
+                "quarry_master_raft_last_log_index",
+                "The last index in this master's Raft log.",
+                m.last_log_index,
+            );
+            g(
+                "quarry_master_raft_voters",
+                "Voting members of the Raft group.",
+                m.voters.len() as u64,
+            );
+            for role in ["leader", "candidate", "follower", "learner", "shutdown"] {
+                reg.gauge(
+                    "quarry_master_raft_role",
+                    "1 for this master's Raft role, 0 for the others.",
+                    &[("node", node), ("role", role)],
+                )
+                .set((st.role == role) as i64);
+            }
+        }
+        // The volatile state (chunk locations, repair) is only meaningful on a serving master.
+        const SERVING: &[(&str, &str)] = &[
+            ("quarry_master_under_replicated_chunks", "Chunks with fewer live replicas than their goal (at least one)."),
+            ("quarry_master_missing_chunks", "Chunks with no live current replica."),
+            ("quarry_master_over_replicated_chunks", "Chunks with more live replicas than their goal."),
+            ("quarry_master_corrupt_chunks", "Chunks with a replica marked corrupt."),
+            ("quarry_master_repair_queue", "Under-replicated chunks still short of their goal once clones in flight are counted."),
+            ("quarry_master_clones_in_flight", "Re-replication clones running now."),
+            ("quarry_master_chunkservers_live", "Chunkservers heard from within the heartbeat timeout."),
+            ("quarry_master_corrupt_reports", "Replicas reported corrupt since this master started serving."),
+            ("quarry_master_clones_done", "Clones that added a replica since this master started serving."),
+            ("quarry_master_clones_failed", "Clones that failed or were discarded since this master started serving."),
+            ("quarry_master_cloned_bytes", "Bytes copied by completed clones since this master started serving."),
+        ];
+        if self.leader_ready().is_err() {
+            for (name, _) in SERVING {
+                reg.remove_matching(name, ("node", node));
+            }
+            return;
+        }
+        let now = Instant::now();
+        let h = self.health(now);
+        let (live, corrupt_reports) = {
+            let r = self.registry.lock().unwrap();
+            (r.live_count(now) as u64, r.corrupt_reports())
+        };
+        let (in_flight, stats) = {
+            let r = self.repair.lock().unwrap();
+            (r.in_flight() as u64, r.stats())
+        };
+        let values = [
+            h.under,
+            h.missing,
+            h.over,
+            h.corrupt_chunks,
+            h.queue,
+            in_flight,
+            live,
+            corrupt_reports,
+            stats.done,
+            stats.failed,
+            stats.bytes,
+        ];
+        for ((name, help), v) in SERVING.iter().zip(values) {
+            g(name, help, v);
+        }
     }
 
     /// Walk the namespace below `path` (directory by directory, taking the locks for one

@@ -11,6 +11,7 @@ pub mod linearizability;
 use bytes::Bytes;
 use quarry_chunkserver::{ChunkserverConfig, ChunkserverNode};
 use quarry_cli::host::{ChunkserverHost, MasterHost};
+use quarry_cli::http::HttpServer;
 use quarry_client::{Client, ClientConfig};
 use quarry_mapred::coordinator::{Coordinator, CoordinatorConfig};
 use quarry_mapred::worker::{Worker, WorkerConfig};
@@ -275,21 +276,30 @@ async fn alive_count(client: &Client) -> Option<ClusterStatusReply> {
 
 /// Write `DIR/cluster.toml` so the `quarry` CLI can talk to the cluster.
 fn write_cluster_file(dir: &Path, certs: &Path, master: SocketAddr) -> PathBuf {
-    write_cluster_file_for(dir, certs, &[master])
+    write_cluster_file_for(dir, certs, &[master], &[])
 }
 
-fn write_cluster_file_for(dir: &Path, certs: &Path, masters: &[SocketAddr]) -> PathBuf {
+/// `http`: (node name, address) of each HTTP endpoint, for `quarry stats` and `quarry status`.
+fn write_cluster_file_for(
+    dir: &Path,
+    certs: &Path,
+    masters: &[SocketAddr],
+    http: &[(String, SocketAddr)],
+) -> PathBuf {
     let path = dir.join("cluster.toml");
     let list: Vec<String> = masters.iter().map(|m| format!("\"{m}\"")).collect();
-    std::fs::write(
-        &path,
-        format!(
-            "masters = [{}]\ncerts = \"{}\"\n",
-            list.join(", "),
-            certs.display()
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "masters = [{}]\ncerts = \"{}\"\n",
+        list.join(", "),
+        certs.display()
+    );
+    if !http.is_empty() {
+        text.push_str("\n[http]\n");
+        for (name, addr) in http {
+            text.push_str(&format!("\"{name}\" = \"{addr}\"\n"));
+        }
+    }
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -376,6 +386,18 @@ impl Cluster {
             .worker
             .as_ref()
             .expect("the harness always hosts a worker")
+    }
+
+    /// Serve the master's HTTP endpoints (`/metrics`, `/`, `/api/status`) on a free port of
+    /// 127.0.0.1, as `quarry master --http` does. The process's `/metrics` covers every node
+    /// of this in-process cluster.
+    pub async fn serve_http(&self) -> HttpServer {
+        self.master
+            .as_ref()
+            .expect("master is running")
+            .serve_http("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
     }
 
     /// The MapReduce coordinator hosted by the master.
@@ -474,6 +496,13 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn free_tcp_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// One `quarry master` or `quarry chunkserver` child process.
 struct Proc {
     args: Vec<String>,
@@ -508,6 +537,10 @@ pub struct ProcCluster {
     /// The first master's address; every master's in `master_addrs`.
     pub master_addr: SocketAddr,
     pub master_addrs: Vec<SocketAddr>,
+    /// Each master's and chunkserver's HTTP endpoint (`--http`; `/metrics`, and on masters
+    /// the status page).
+    pub master_http: Vec<SocketAddr>,
+    pub chunkserver_http: Vec<SocketAddr>,
     masters: Vec<Proc>,
     chunkservers: Vec<Proc>,
     chunkserver_addrs: Vec<SocketAddr>,
@@ -530,6 +563,8 @@ impl ProcCluster {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect();
         let mut masters = Vec::new();
+        let mut http = Vec::new();
+        let mut master_http = Vec::new();
         for (i, addr) in master_addrs.iter().enumerate() {
             let name = if n == 1 {
                 "master-0".to_string()
@@ -547,6 +582,10 @@ impl ProcCluster {
                 args.push(format!("--id={}", i + 1));
                 args.push(format!("--peers={}", peers.join(",")));
             }
+            let web = free_tcp_addr();
+            args.push(format!("--http={web}"));
+            master_http.push(web);
+            http.push((name.clone(), web));
             let mut master = Proc {
                 args: [args, opts.flags()].concat(),
                 child: None,
@@ -557,9 +596,13 @@ impl ProcCluster {
         let master_list: Vec<String> = master_addrs.iter().map(|a| a.to_string()).collect();
         let mut chunkservers = Vec::new();
         let mut chunkserver_addrs = Vec::new();
+        let mut chunkserver_http = Vec::new();
         for i in 0..opts.chunkservers {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             chunkserver_addrs.push(addr);
+            let web = free_tcp_addr();
+            chunkserver_http.push(web);
+            http.push((format!("chunkserver-{i}"), web));
             let mut p = Proc {
                 args: [
                     vec![
@@ -572,6 +615,7 @@ impl ProcCluster {
                         format!("--listen={addr}"),
                         format!("--master={}", master_list.join(",")),
                         format!("--name=chunkserver-{i}"),
+                        format!("--http={web}"),
                     ],
                     opts.flags(),
                 ]
@@ -581,13 +625,15 @@ impl ProcCluster {
             p.spawn();
             chunkservers.push(p);
         }
-        let cluster_file = write_cluster_file_for(dir.path(), &certs.dir, &master_addrs);
+        let cluster_file = write_cluster_file_for(dir.path(), &certs.dir, &master_addrs, &http);
         let c = ProcCluster {
             dir,
             opts,
             certs,
             master_addr,
             master_addrs,
+            master_http,
+            chunkserver_http,
             masters,
             chunkservers,
             chunkserver_addrs,
@@ -643,14 +689,30 @@ impl ProcCluster {
             format!("--peers={}", peers.join(",")),
             "--join".to_string(),
         ];
+        let web = free_tcp_addr();
+        let mut args = args;
+        args.push(format!("--http={web}"));
+        self.master_http.push(web);
         let mut master = Proc {
             args: [args, self.opts.flags()].concat(),
             child: None,
         };
         master.spawn();
         self.masters.push(master);
+        let mut http: Vec<(String, SocketAddr)> = self
+            .master_http
+            .iter()
+            .enumerate()
+            .map(|(k, a)| (format!("master-{}", k + 1), *a))
+            .collect();
+        http.extend(
+            self.chunkserver_http
+                .iter()
+                .enumerate()
+                .map(|(k, a)| (format!("chunkserver-{k}"), *a)),
+        );
         self.cluster_file =
-            write_cluster_file_for(self.dir.path(), &self.certs.dir, &self.master_addrs);
+            write_cluster_file_for(self.dir.path(), &self.certs.dir, &self.master_addrs, &http);
         i
     }
 

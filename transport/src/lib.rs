@@ -13,6 +13,7 @@
 pub mod certs;
 mod client;
 pub mod mem;
+pub mod metrics;
 pub mod quic;
 mod router;
 mod wire;

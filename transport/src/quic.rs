@@ -164,6 +164,8 @@ impl QuicNode {
         let endpoint = make_endpoint(bind, Some(server_config), &settings)?;
         let mut node = QuicNode::with_endpoint(endpoint, cert, &tls, settings.clone())?;
         let endpoint = node.endpoint.clone();
+        let mut router = router;
+        router.bind_metrics(&cert.identity().name);
         let router = Arc::new(router);
         node.server = Some(tokio::spawn(accept_loop(
             endpoint,

@@ -6,7 +6,7 @@
 //! nothing here panics on input. It works on any byte stream and must not depend on QUIC or on the
 //! in-memory network.
 
-use crate::wire;
+use crate::{metrics, wire};
 use crate::{BoxFuture, Identity, RecvHalf};
 use bytes::{BufMut, Bytes, BytesMut};
 use quarry_proto::frame::{FrameHeader, FrameKind};
@@ -33,6 +33,47 @@ type ErasedHandler =
 #[derive(Clone, Default)]
 pub struct Router {
     handlers: HashMap<Method, Arc<ErasedHandler>>,
+    /// Per method, the server-side metrics (made by [`Router::bind_metrics`]).
+    stats: HashMap<Method, Arc<MethodStats>>,
+}
+
+/// The server-side metrics of one method on one node, kept so serving a request takes no lock.
+struct MethodStats {
+    latency: Arc<metrics::Histogram>,
+    errors: Arc<metrics::Counter>,
+    bytes_in: Arc<metrics::Counter>,
+    bytes_out: Arc<metrics::Counter>,
+}
+
+impl MethodStats {
+    fn new(node: &str, method: Method) -> MethodStats {
+        let m = metrics::global();
+        let method = format!("{method:?}");
+        let labels = [("node", node), ("method", method.as_str())];
+        MethodStats {
+            latency: m.histogram(
+                "quarry_rpc_server_seconds",
+                "Time to serve an RPC, from its request header read to its reply written.",
+                metrics::LATENCY_BUCKETS,
+                &labels,
+            ),
+            errors: m.counter(
+                "quarry_rpc_server_errors_total",
+                "RPCs served whose reply was an error.",
+                &labels,
+            ),
+            bytes_in: m.counter(
+                "quarry_rpc_server_received_bytes_total",
+                "Request bytes received (frame header, payload and body).",
+                &labels,
+            ),
+            bytes_out: m.counter(
+                "quarry_rpc_server_sent_bytes_total",
+                "Reply bytes sent (frame header, payload and body).",
+                &labels,
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for Router {
@@ -144,6 +185,16 @@ impl Router {
         self
     }
 
+    /// Export per-method metrics (latency, errors, bytes) under the label `node` (this node's
+    /// name) for every method routed so far. Servers call this once their routes are set.
+    pub fn bind_metrics(&mut self, node: &str) {
+        self.stats = self
+            .handlers
+            .keys()
+            .map(|m| (*m, Arc::new(MethodStats::new(node, *m))))
+            .collect();
+    }
+
     /// Whether a handler is registered for `method`.
     pub fn serves(&self, method: Method) -> bool {
         self.handlers.contains_key(&method)
@@ -161,7 +212,7 @@ pub(crate) async fn serve_stream<W>(
 {
     let head =
         tokio::time::timeout(REQUEST_HEAD_TIMEOUT, read_request_head(&router, &mut recv)).await;
-    let (handler, payload, body_len) = match head {
+    let (method, handler, payload, body_len) = match head {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => return, // the peer opened a stream and closed it without a request
         Ok(Err(e)) => {
@@ -180,14 +231,27 @@ pub(crate) async fn serve_stream<W>(
             return;
         }
     };
+    let started = std::time::Instant::now();
+    let stats = router.stats.get(&method).cloned();
+    let bytes_in = quarry_proto::frame::HEADER_LEN as u64 + payload.len() as u64 + body_len;
     let body = Body::new(recv, body_len);
     let (payload, body) = handler(peer, payload, body).await;
+    let is_err = payload.first() != Some(&0);
     if let Err(e) = wire::write_response(&mut send, &payload, &body).await {
         tracing::debug!(error = %e, "reply not delivered");
     }
+    if let Some(s) = stats {
+        s.latency.observe_since(started);
+        s.bytes_in.add(bytes_in);
+        s.bytes_out
+            .add(quarry_proto::frame::HEADER_LEN as u64 + payload.len() as u64 + body.len() as u64);
+        if is_err {
+            s.errors.inc();
+        }
+    }
 }
 
-type Head = (Arc<ErasedHandler>, Bytes, u64);
+type Head = (Method, Arc<ErasedHandler>, Bytes, u64);
 
 async fn read_request_head(router: &Router, recv: &mut RecvHalf) -> Result<Option<Head>, FsError> {
     let Some(raw) = wire::read_header(recv).await? else {
@@ -215,7 +279,7 @@ async fn read_request_head(router: &Router, recv: &mut RecvHalf) -> Result<Optio
             )))
         }
     };
-    Ok(Some((handler, payload, header.body_len)))
+    Ok(Some((method, handler, payload, header.body_len)))
 }
 
 /// The request's streamed body (raw bytes after the payload; body_len from the frame header).
