@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
+use quarry_cli::http::human_bytes;
 use quarry_client::Client;
 use quarry_proto::{Attr, FileKind, FsError, InodeId, Timestamp};
 use std::collections::VecDeque;
@@ -345,21 +346,6 @@ pub async fn stat(client: &Client, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// `quarry status`; `web` are the masters' status page URLs from the cluster file (the
 /// leader's is printed first).
 pub async fn status(client: &Client, json: bool, web: &[String]) -> anyhow::Result<()> {
@@ -387,7 +373,7 @@ pub async fn status(client: &Client, json: bool, web: &[String]) -> anyhow::Resu
     }
     println!(
         "chunk size {}, replication {}, under-replicated chunks {}, missing chunks {}",
-        human(s.chunk_size),
+        human_bytes(s.chunk_size),
         s.replication,
         s.under_replicated_chunks,
         s.missing_chunks
@@ -400,7 +386,7 @@ pub async fn status(client: &Client, json: bool, web: &[String]) -> anyhow::Resu
     println!(
         "since the master started: {} clones done ({}), {} failed",
         s.clones_done,
-        human(s.cloned_bytes),
+        human_bytes(s.cloned_bytes),
         s.clones_failed
     );
     println!();
@@ -420,7 +406,7 @@ pub async fn status(client: &Client, json: bool, web: &[String]) -> anyhow::Resu
             m.directories,
             m.chunks,
             m.trash_files,
-            human(m.trash_bytes)
+            human_bytes(m.trash_bytes)
         );
     }
     println!();
@@ -432,8 +418,8 @@ pub async fn status(client: &Client, json: bool, web: &[String]) -> anyhow::Resu
             c.id,
             if c.alive { "up" } else { "DOWN" },
             c.chunks,
-            human(c.used_bytes),
-            human(c.capacity_bytes),
+            human_bytes(c.used_bytes),
+            human_bytes(c.capacity_bytes),
             c.last_heartbeat_ms_ago
         );
     }

@@ -346,16 +346,7 @@ async fn kill9_of_every_master_keeps_the_namespace() {
         .mkdir(InodeId::ROOT, "keep", 0o755, 0, 0)
         .await
         .unwrap();
-    for k in 0..20u64 {
-        let f = client
-            .create(dir.inode, &format!("f{k}"), 0o644, 0, 0, true)
-            .await
-            .unwrap();
-        client
-            .write(f.inode, 0, Bytes::from(pattern(k, 1000)))
-            .await
-            .unwrap();
-    }
+    write_files(&client, dir.inode, 0, 20).await;
     client
         .rename(dir.inode, "f0", dir.inode, "renamed")
         .await
@@ -385,7 +376,7 @@ async fn kill9_of_every_master_keeps_the_namespace() {
     }
 }
 
-/// Write `n` files `f{from}..` of 1000 bytes into `dir` and read each back.
+/// Create `n` files `f{from}..` in `dir`, each holding 1000 bytes of `pattern(k)`.
 async fn write_files(client: &Client, dir: InodeId, from: u64, n: u64) {
     for k in from..from + n {
         let f = client
