@@ -8,8 +8,14 @@
 //! (`Client::write_data`) when it reaches `flush_bytes`, when a write is not contiguous with it,
 //! and on flush/fsync/release; flush/fsync/release then record the size on the master
 //! (`Client::commit_size`), so after `close` the data is on every replica and visible to other
-//! mounts that open the file afterwards (close-to-open). Buffered bytes are bounded across the
-//! mount by a semaphore; when it is exhausted a write goes straight through instead of waiting.
+//! mounts that open the file afterwards (close-to-open).
+//!
+//! Pushes run in the background, up to `pushes_in_flight` per inode, so a sequential writer
+//! fills the next buffer while earlier ones travel and are made durable on the replicas. A push
+//! never overtakes an earlier one it overlaps (it waits for it), a read waits for every push in
+//! flight, and flush/fsync/release/truncate wait for all of them before committing the size.
+//! Buffered and in-flight bytes are bounded across the mount by a semaphore; when it is
+//! exhausted a write first waits for this inode's pushes, then goes straight through.
 //! A failed push is remembered and reported by the next write, flush, fsync or close: never
 //! dropped silently.
 
@@ -25,8 +31,12 @@ use tokio::task::JoinHandle;
 pub struct FileConfig {
     /// Push the write buffer once it holds this many bytes.
     pub flush_bytes: usize,
-    /// Bytes fetched ahead of a sequential reader.
+    /// Bytes of one readahead window (one read of the replicas).
     pub readahead_bytes: u64,
+    /// Windows fetched ahead of a sequential reader at once (at least 1).
+    pub readahead_windows: usize,
+    /// Write-buffer pushes of one inode in flight at once (at least 1).
+    pub pushes_in_flight: usize,
 }
 
 /// One inode that is open in this mount.
@@ -54,6 +64,15 @@ struct State {
     /// A failed push, reported by the next write/flush/fsync/close.
     error: Option<FsError>,
     readahead: Readahead,
+    /// Pushes in flight, oldest first.
+    pushes: Vec<Push>,
+}
+
+/// A background push of `[offset, end)`; the task holds the buffer's budget until it is done.
+struct Push {
+    offset: u64,
+    end: u64,
+    task: JoinHandle<Result<(), FsError>>,
 }
 
 #[derive(Default)]
@@ -61,13 +80,18 @@ struct Readahead {
     /// Where the next read of a sequential reader starts.
     next: u64,
     window: Option<(u64, Bytes)>,
-    pending: Option<(u64, JoinHandle<Result<Bytes, FsError>>)>,
+    /// Windows being fetched, in file order, each starting where the one before ends.
+    pending: std::collections::VecDeque<(u64, JoinHandle<Result<Bytes, FsError>>)>,
 }
 
 impl Readahead {
     fn clear(&mut self) {
         self.window = None;
-        if let Some((_, h)) = self.pending.take() {
+        self.abort_pending();
+    }
+
+    fn abort_pending(&mut self) {
+        for (_, h) in self.pending.drain(..) {
             h.abort();
         }
     }
@@ -107,6 +131,7 @@ impl OpenInode {
                 uncommitted_end: None,
                 error: None,
                 readahead: Readahead::default(),
+                pushes: Vec::new(),
             }),
             dirty_size: Mutex::new(None),
         }
@@ -163,8 +188,10 @@ impl OpenInode {
                 st.buf.extend_from_slice(&data[overlap..]);
             }
             Err(_) => {
-                // The mount's buffer budget is spent: write this one through.
+                // The mount's buffer budget is spent: wait for this inode's pushes (their
+                // budget returns), then write this one through.
                 self.push(&mut st).await?;
+                self.wait_pushes(&mut st, 0, u64::MAX).await?;
                 let res = self
                     .client
                     .write_data(self.inode, offset, Bytes::copy_from_slice(data))
@@ -205,26 +232,62 @@ impl OpenInode {
         Ok(data.len() as u32)
     }
 
-    /// Push the buffer to the replicas (no size commit). A failure is remembered.
+    /// Start pushing the buffer to the replicas in the background (no size commit), after any
+    /// push in flight that it overlaps and once fewer than `pushes_in_flight` are in flight.
+    /// Reports a failure of an earlier push (remembered as well).
     async fn push(&self, st: &mut State) -> Result<(), FsError> {
         if st.buf.is_empty() {
             return Ok(());
         }
-        let data = std::mem::take(&mut st.buf).freeze();
         let offset = st.buf_offset;
-        let end = offset + data.len() as u64;
-        let res = self.client.write_data(self.inode, offset, data).await;
-        st.permit = None;
-        match res {
-            Ok(()) => {
-                st.uncommitted_end = Some(st.uncommitted_end.unwrap_or(0).max(end));
-                Ok(())
+        let end = offset + st.buf.len() as u64;
+        self.wait_pushes(st, offset, end).await?;
+        while st.pushes.len() >= self.config.pushes_in_flight.max(1) {
+            let (first_offset, first_end) = (st.pushes[0].offset, st.pushes[0].end);
+            self.wait_pushes(st, first_offset, first_end).await?;
+        }
+        let data = std::mem::take(&mut st.buf).freeze();
+        let permit = st.permit.take();
+        let (client, inode) = (self.client.clone(), self.inode);
+        let task = tokio::spawn(async move {
+            let res = client.write_data(inode, offset, data).await;
+            drop(permit);
+            res
+        });
+        st.pushes.push(Push { offset, end, task });
+        Ok(())
+    }
+
+    /// Wait for the pushes in flight that overlap `[offset, end)` (and collect every one that
+    /// has finished). Each stays listed until its result is taken, so a caller that gives up
+    /// half-way loses no result. The first failure is remembered and returned.
+    async fn wait_pushes(&self, st: &mut State, offset: u64, end: u64) -> Result<(), FsError> {
+        let mut i = 0;
+        while i < st.pushes.len() {
+            let p = &mut st.pushes[i];
+            if !(p.task.is_finished() || (p.offset < end && offset < p.end)) {
+                i += 1;
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(inode = %self.inode, offset, error = %e, "write-back push failed");
-                st.error = Some(e.clone());
-                Err(e)
+            let res = match (&mut p.task).await {
+                Ok(res) => res,
+                Err(e) => Err(FsError::Io(format!("write-back push task: {e}"))),
+            };
+            let p = st.pushes.remove(i);
+            match res {
+                Ok(()) => st.uncommitted_end = Some(st.uncommitted_end.unwrap_or(0).max(p.end)),
+                Err(e) => {
+                    tracing::warn!(inode = %self.inode, offset = p.offset, error = %e,
+                        "write-back push failed");
+                    if st.error.is_none() {
+                        st.error = Some(e);
+                    }
+                }
             }
+        }
+        match &st.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
     }
 
@@ -241,6 +304,7 @@ impl OpenInode {
 
     async fn flush_locked(&self, st: &mut State) -> Result<(), FsError> {
         self.push(st).await?;
+        self.wait_pushes(st, 0, u64::MAX).await?;
         if let Some(end) = st.uncommitted_end {
             let attr = self.client.commit_size(self.inode, end).await?;
             st.uncommitted_end = None;
@@ -288,6 +352,7 @@ impl OpenInode {
         let mut st = self.state.lock().await;
         // Make buffered writes readable first (pushed data reads back from the replicas).
         self.push(&mut st).await?;
+        self.wait_pushes(&mut st, 0, u64::MAX).await?;
         let size = st.size;
         let end = size.min(offset.saturating_add(len as u64));
         if offset >= end {
@@ -299,8 +364,10 @@ impl OpenInode {
             self.prefetch(&mut st, end);
             return Ok(b);
         }
-        if let Some((at, h)) = st.readahead.pending.take() {
-            if at <= offset && offset < at + self.config.readahead_bytes {
+        let front = st.readahead.pending.front().map(|(at, _)| *at);
+        match front {
+            Some(at) if at <= offset && offset < at + self.config.readahead_bytes => {
+                let (at, h) = st.readahead.pending.pop_front().expect("front exists");
                 if let Ok(Ok(bytes)) = h.await {
                     st.readahead.window = Some((at, bytes));
                     if let Some(b) = st.readahead.serve(offset, end) {
@@ -308,9 +375,10 @@ impl OpenInode {
                         return Ok(b);
                     }
                 }
-            } else {
-                h.abort();
+                st.readahead.abort_pending();
             }
+            Some(_) => st.readahead.abort_pending(),
+            None => {}
         }
         if !sequential {
             return self
@@ -326,21 +394,27 @@ impl OpenInode {
         Ok(out)
     }
 
-    /// Once a sequential reader is past the middle of the window, fetch the next one.
+    /// Once a sequential reader is past the middle of the window, keep `readahead_windows`
+    /// windows after it being fetched.
     fn prefetch(&self, st: &mut State, read_end: u64) {
         let Some((at, bytes)) = st.readahead.window.as_ref() else {
             return;
         };
         let window_end = at + bytes.len() as u64;
-        if st.readahead.pending.is_some()
-            || read_end < at + bytes.len() as u64 / 2
-            || window_end >= st.size
-        {
+        if read_end < at + bytes.len() as u64 / 2 {
             return;
         }
-        let client = self.client.clone();
-        let (inode, len, size) = (self.inode, self.config.readahead_bytes, st.size);
-        let h = tokio::spawn(async move { client.read(inode, window_end, len, size).await });
-        st.readahead.pending = Some((window_end, h));
+        let len = self.config.readahead_bytes.max(1);
+        let mut next = match st.readahead.pending.back() {
+            Some((at, _)) => at + len,
+            None => window_end,
+        };
+        while st.readahead.pending.len() < self.config.readahead_windows.max(1) && next < st.size {
+            let client = self.client.clone();
+            let (inode, size) = (self.inode, st.size);
+            let h = tokio::spawn(async move { client.read(inode, next, len, size).await });
+            st.readahead.pending.push_back((next, h));
+            next += len;
+        }
     }
 }

@@ -44,8 +44,13 @@ pub struct MountOptions {
     pub flush_bytes: usize,
     /// Write-buffer memory across all open files of the mount.
     pub buffer_budget_bytes: usize,
-    /// Bytes read ahead of a sequential reader.
+    /// Bytes of one readahead window (one read of the replicas).
     pub readahead_bytes: u64,
+    /// Readahead windows fetched ahead of a sequential reader at once.
+    pub readahead_windows: usize,
+    /// Write-buffer pushes of one file in flight at once: a sequential writer fills the next
+    /// buffer while earlier ones are written to the replicas.
+    pub pushes_in_flight: usize,
 }
 
 impl Default for MountOptions {
@@ -59,6 +64,8 @@ impl Default for MountOptions {
             flush_bytes: 8 << 20,
             buffer_budget_bytes: 256 << 20,
             readahead_bytes: 4 << 20,
+            readahead_windows: 4,
+            pushes_in_flight: 4,
         }
     }
 }
@@ -99,6 +106,8 @@ pub fn mount(
             file: FileConfig {
                 flush_bytes: options.flush_bytes.max(options.max_write_bytes as usize),
                 readahead_bytes: options.readahead_bytes,
+                readahead_windows: options.readahead_windows.max(1),
+                pushes_in_flight: options.pushes_in_flight.max(1),
             },
             buffer_budget_bytes: options.buffer_budget_bytes,
         },

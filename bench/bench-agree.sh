@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# bench/bench-agree.sh — does `quarry bench --mount` measure what the bench/ scripts measure?
+# (issue 7: "quarry bench figures agree within 20% with the bench/ scripts on the same mount").
+#
+# Usage (from the repository root, as root so that page caches can be dropped):
+#
+#     bash bench/bench-agree.sh
+#     ROUNDS=3 SEQ_MB=2048 NFILES=10000 bash bench/bench-agree.sh
+#
+# One `quarry up --mount` cluster (3 Raft masters + 3 chunkservers + the FUSE mount, as in
+# bench/fsbench.sh). On that one mount, ROUNDS times in turn:
+#   * the shared harness ../shared/bench/fsbench.sh with TESTS="seq meta", REPS=1, SEQ_MB, NFILES
+#     (what bench/fsbench.sh runs for issue 3's rows);
+#   * `quarry bench --mount MNT --clients 1 --big-mib SEQ_MB --files NFILES --json`.
+# Then, per pair of rows that measure the same thing, the median of each side and the ratio
+# quarry-bench / script; a pair agrees when the ratio is within [0.8, 1.2]:
+#     write  (1 MiB writes, fsync at the end)      ~ seqwrite_rand (dd bs=1M conv=fsync)
+#     read   (cold: caches dropped first)          ~ seqread_cold
+#     create (open O_CREAT|O_EXCL + close)         ~ create_empty
+#     stat   (lstat of each file, cold)            ~ stat_ls_l (`ls -l` of the directory, cold)
+#     rename (same directory)                      ~ rename
+#     unlink                                       ~ unlink
+# The last line is "N passed, N failed"; the exit status is non-zero when a pair disagrees.
+#
+# Environment: ROUNDS=2 SEQ_MB=1024 NFILES=2000 QUARRY_BIN=PATH (else cargo build --release)
+#   SHARED_BENCH=<repo>/../shared/bench OUT=DIR (default /tmp/quarry-agree.<date>)
+set -euo pipefail
+export LC_ALL=C
+
+ROUNDS=${ROUNDS:-2}
+SEQ_MB=${SEQ_MB:-1024}
+NFILES=${NFILES:-2000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+SHARED=${SHARED_BENCH:-$(cd "$REPO/.." && pwd)/shared/bench}
+OUT=${OUT:-${TMPDIR:-/tmp}/quarry-agree.$(date +%Y%m%dT%H%M%S)}
+
+log() { echo "[bench-agree] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ -r $SHARED/fsbench.sh ]] || die "no shared harness at $SHARED"
+[[ $(id -u) == 0 ]] || log "WARNING: not root: caches cannot be dropped (cold rows are warm)"
+
+if [[ -z ${QUARRY_BIN:-} ]]; then
+  log "building: cargo build --release -p quarry"
+  (cd "$REPO" && cargo build --release -p quarry) >&2
+  QUARRY_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/quarry
+fi
+[[ -x $QUARRY_BIN ]] || die "no quarry binary at $QUARRY_BIN"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/quarry-agree.XXXXXX")
+mkdir -p "$OUT" "$TMP/qmnt"
+QPID=
+cleanup() {
+  local rc=$?
+  set +e
+  if [[ -n $QPID ]] && kill -0 "$QPID" 2>/dev/null; then
+    kill -TERM "$QPID"
+    for _ in $(seq 1 300); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$QPID" 2>/dev/null && kill -KILL "$QPID"
+    wait "$QPID" 2>/dev/null
+  fi
+  if grep -q " $TMP/qmnt " /proc/mounts; then
+    fusermount3 -u "$TMP/qmnt" 2>/dev/null || umount -l "$TMP/qmnt"
+  fi
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cp "$QUARRY_BIN" "$TMP/quarry"
+log "starting quarry up --data $TMP/qdata --mount $TMP/qmnt"
+"$TMP/quarry" up --data "$TMP/qdata" --mount "$TMP/qmnt" > "$TMP/quarry-up.log" 2>&1 &
+QPID=$!
+deadline=$((SECONDS + 60))
+until grep -q " $TMP/qmnt " /proc/mounts; do
+  kill -0 "$QPID" 2>/dev/null || { cat "$TMP/quarry-up.log" >&2; die "quarry up exited"; }
+  ((SECONDS < deadline)) || { cat "$TMP/quarry-up.log" >&2; die "no mount after 60 s"; }
+  sleep 0.2
+done
+echo "quarry_up:$QPID" > "$TMP/pids"
+
+{
+  echo "# quarry $("$TMP/quarry" --version) rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)"
+  echo "# ROUNDS=$ROUNDS SEQ_MB=$SEQ_MB NFILES=$NFILES start $(date -u +%FT%TZ) uptime: $(uptime)"
+} | tee "$OUT/context.txt" >&2
+: > "$OUT/script.txt"
+: > "$OUT/bench.jsonl"
+for r in $(seq 1 "$ROUNDS"); do
+  log "round $r/$ROUNDS: fsbench.sh (seq meta)"
+  REPS=1 TESTS="seq meta" SEQ_MB=$SEQ_MB NFILES=$NFILES FS_PIDS_FILE=$TMP/pids \
+    bash "$SHARED/fsbench.sh" "$TMP/qmnt" script >> "$OUT/script.txt"
+  log "round $r/$ROUNDS: quarry bench --mount"
+  "$TMP/quarry" bench --mount "$TMP/qmnt" --clients 1 --big-mib "$SEQ_MB" --files "$NFILES" --json \
+    >> "$OUT/bench.jsonl"
+done
+echo "# end $(date -u +%FT%TZ) uptime: $(uptime)" | tee -a "$OUT/context.txt" >&2
+kill -0 "$QPID" 2>/dev/null || die "quarry up died during the run (see $TMP/quarry-up.log)"
+
+python3 - "$OUT/script.txt" "$OUT/bench.jsonl" <<'EOF' | tee "$OUT/agree.md"
+import json, statistics, sys
+script = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) >= 4 and not f[0].startswith("#") and f[2] != "NA":
+        script.setdefault(f[1], []).append(float(f[2]))
+bench = {}
+for line in open(sys.argv[2]):
+    line = line.strip()
+    if line.startswith("{"):
+        o = json.loads(line)
+        bench.setdefault(o["phase"], []).append(float(o["rate"]))
+pairs = [("write", "seqwrite_rand", "MiB/s"), ("read", "seqread_cold", "MiB/s"),
+         ("create", "create_empty", "files/s"), ("stat", "stat_ls_l", "files/s"),
+         ("rename", "rename", "files/s"), ("unlink", "unlink", "files/s")]
+passed = failed = 0
+print("| quarry bench | bench/ script row | unit | quarry bench | script | ratio | within 20% |")
+print("|---|---|---|---|---|---|---|")
+for b, s, unit in pairs:
+    if not bench.get(b) or not script.get(s):
+        print("| %s | %s | %s | – | – | n/a | no figure |" % (b, s, unit)); failed += 1; continue
+    qb, sc = statistics.median(bench[b]), statistics.median(script[s])
+    ratio = qb / sc
+    ok = 0.8 <= ratio <= 1.2
+    passed += ok; failed += not ok
+    print("| %s | %s | %s | %.1f | %.1f | %.2f | %s |" % (b, s, unit, qb, sc, ratio, "yes" if ok else "NO"))
+print()
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
+EOF
