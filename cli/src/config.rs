@@ -1295,7 +1295,8 @@ impl Config {
         check(
             m.chunk_size >= quarry_proto::CHECKSUM_BLOCK_BYTES
                 && m.chunk_size <= MAX_CHUNK_SIZE
-                && m.chunk_size % quarry_proto::CHECKSUM_BLOCK_BYTES == 0,
+                && m.chunk_size
+                    .is_multiple_of(quarry_proto::CHECKSUM_BLOCK_BYTES),
             "master",
             "chunk_size",
             "must be a multiple of 64 KiB between 64 KiB and 1 GiB",
@@ -1546,17 +1547,17 @@ impl Config {
 
     pub fn mount_options(&self) -> quarry_fs::MountOptions {
         let cl = &self.client;
-        let mut o = quarry_fs::MountOptions::default();
-        o.ttl = Duration::from_millis(cl.attr_ttl_ms);
-        o.max_write_bytes = cl.max_write_bytes as u32;
-        o.flush_bytes = cl.write_buffer_bytes as usize;
-        o.buffer_budget_bytes = cl.dirty_limit_bytes as usize;
-        o.readahead_bytes = cl.readahead_bytes;
-        o.session_threads = cl.fuse_threads as usize;
-        if let Some(allow) = cl.allow_other {
-            o.allow_other = allow;
+        let defaults = quarry_fs::MountOptions::default();
+        quarry_fs::MountOptions {
+            ttl: Duration::from_millis(cl.attr_ttl_ms),
+            max_write_bytes: cl.max_write_bytes as u32,
+            flush_bytes: cl.write_buffer_bytes as usize,
+            buffer_budget_bytes: cl.dirty_limit_bytes as usize,
+            readahead_bytes: cl.readahead_bytes,
+            session_threads: cl.fuse_threads as usize,
+            allow_other: cl.allow_other.unwrap_or(defaults.allow_other),
+            ..defaults
         }
-        o
     }
 
     /// Every server tunable as `--flag=value`: how `quarry up --processes` hands its resolved
@@ -1617,7 +1618,7 @@ fn shown_default(key: &Key) -> String {
 /// `65536` → `64KiB` when exact, else the number.
 fn human_bytes(n: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }
