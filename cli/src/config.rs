@@ -800,7 +800,7 @@ pub static KEYS: &[Key] = &[
         "dir",
         Kind::Path,
         0,
-        "required (the DIR argument)",
+        "required: the DIR argument",
         "\"/mnt/quarry\"",
         "Where to mount (the DIR argument of `quarry mount`).",
     ),
@@ -1269,10 +1269,14 @@ impl Config {
         name: &'static str,
     ) -> anyhow::Result<&'a T> {
         let key = find_key(section, name).expect("a known key");
+        let how = if key.flag_on == 0 {
+            format!("give the {} argument", name.to_ascii_uppercase())
+        } else {
+            format!("pass {}", key.flag())
+        };
         value.as_ref().with_context(|| {
             format!(
-                "no {name} given: pass {} or set `{name}` in [{section}] of the config file (--config FILE or QUARRY_CONFIG)",
-                key.flag()
+                "no {name} given: {how} or set `{name}` in [{section}] of the config file (--config FILE or QUARRY_CONFIG)"
             )
         })
     }
@@ -2060,6 +2064,18 @@ mod tests {
             docs.contains(&markdown_reference()),
             "docs/config.md's key tables are stale: paste `quarry config default --markdown`"
         );
+    }
+
+    #[test]
+    fn examples_in_docs_are_valid() {
+        let docs = include_str!("../../docs/config.md");
+        let mut n = 0;
+        for block in docs.split("```toml\n").skip(1) {
+            let text = &block[..block.find("```").expect("closed block")];
+            resolve_with(Some(text), &[], &[]).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+            n += 1;
+        }
+        assert!(n >= 2, "docs/config.md has its examples");
     }
 
     #[test]
