@@ -1214,6 +1214,28 @@ pub struct MountSection {
     pub http: Option<SocketAddr>,
 }
 
+/// Keys whose value must not be 0.
+const POSITIVE: &[(&str, &str)] = &[
+    ("master", "lease_ms"),
+    ("mapreduce", "mr_slots"),
+    ("master", "repair_interval_ms"),
+    ("master", "max_concurrent_clones"),
+    ("master", "clones_per_server"),
+    ("master", "checkpoint_every_records"),
+    ("cluster", "rpc_timeout_ms"),
+    ("cluster", "heartbeat_ms"),
+    ("raft", "raft_heartbeat_ms"),
+    ("raft", "snapshot_every_entries"),
+    ("chunkserver", "push_buffer_bytes"),
+    ("mapreduce", "mr_fetch_parallelism"),
+    ("mapreduce", "mr_max_reducers"),
+    ("mapreduce", "mr_worker_timeout_ms"),
+    ("client", "client_rpc_timeout_ms"),
+    ("client", "location_cache_entries"),
+    ("client", "write_buffer_bytes"),
+    ("client", "fuse_threads"),
+];
+
 /// Every setting, resolved.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1282,13 +1304,26 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        let check = |ok: bool, section, name, why: &str| -> anyhow::Result<()> {
+        let check = |ok: bool,
+                     section: &'static str,
+                     name: &'static str,
+                     why: &str|
+         -> anyhow::Result<()> {
             if ok {
                 Ok(())
             } else {
                 bail!("{}: {why}", self.describe(section, name))
             }
         };
+        for (section, name) in POSITIVE {
+            let v = self.values.get(*section).and_then(|t| t.get(*name));
+            check(
+                v.and_then(toml::Value::as_integer) != Some(0),
+                section,
+                name,
+                "must not be 0",
+            )?;
+        }
         let m = &self.master;
         check(
             (1..=255).contains(&m.replication),
@@ -1305,44 +1340,7 @@ impl Config {
             "chunk_size",
             "must be a multiple of 64 KiB between 64 KiB and 1 GiB",
         )?;
-        check(m.lease_ms > 0, "master", "lease_ms", "must be positive")?;
-        check(
-            m.repair_interval_ms > 0,
-            "master",
-            "repair_interval_ms",
-            "must be positive",
-        )?;
-        check(
-            m.max_concurrent_clones > 0,
-            "master",
-            "max_concurrent_clones",
-            "must be positive",
-        )?;
-        check(
-            m.clones_per_server > 0,
-            "master",
-            "clones_per_server",
-            "must be positive",
-        )?;
-        check(
-            m.checkpoint_every_records > 0,
-            "master",
-            "checkpoint_every_records",
-            "must be positive",
-        )?;
         let c = &self.cluster;
-        check(
-            c.rpc_timeout_ms > 0,
-            "cluster",
-            "rpc_timeout_ms",
-            "must be positive",
-        )?;
-        check(
-            c.heartbeat_ms > 0,
-            "cluster",
-            "heartbeat_ms",
-            "must be positive",
-        )?;
         check(
             c.heartbeat_timeout_ms > c.heartbeat_ms,
             "cluster",
@@ -1350,12 +1348,6 @@ impl Config {
             &format!("must be longer than heartbeat_ms ({})", c.heartbeat_ms),
         )?;
         let r = &self.raft;
-        check(
-            r.raft_heartbeat_ms > 0,
-            "raft",
-            "raft_heartbeat_ms",
-            "must be positive",
-        )?;
         let timing = self.raft_config();
         let gap = r.election_slot_ms.saturating_sub(r.election_jitter_ms);
         check(
@@ -1374,62 +1366,12 @@ impl Config {
             "election_timeout_ms",
             "must be longer than raft_heartbeat_ms",
         )?;
-        check(
-            r.snapshot_every_entries > 0,
-            "raft",
-            "snapshot_every_entries",
-            "must be positive",
-        )?;
-        check(
-            self.chunkserver.push_buffer_bytes > 0,
-            "chunkserver",
-            "push_buffer_bytes",
-            "must be positive",
-        )?;
-        let mr = &self.mapreduce;
-        check(mr.mr_slots > 0, "mapreduce", "mr_slots", "must be positive")?;
-        check(
-            mr.mr_fetch_parallelism > 0,
-            "mapreduce",
-            "mr_fetch_parallelism",
-            "must be positive",
-        )?;
-        check(
-            mr.mr_max_reducers > 0,
-            "mapreduce",
-            "mr_max_reducers",
-            "must be positive",
-        )?;
-        check(
-            mr.mr_worker_timeout_ms > 0,
-            "mapreduce",
-            "mr_worker_timeout_ms",
-            "must be positive",
-        )?;
         let cl = &self.client;
-        check(
-            cl.client_rpc_timeout_ms > 0,
-            "client",
-            "client_rpc_timeout_ms",
-            "must be positive",
-        )?;
-        check(
-            cl.location_cache_entries > 0,
-            "client",
-            "location_cache_entries",
-            "must be positive",
-        )?;
         check(
             (4096..=16 << 20).contains(&cl.max_write_bytes),
             "client",
             "max_write_bytes",
             "must be between 4 KiB and 16 MiB",
-        )?;
-        check(
-            cl.write_buffer_bytes > 0,
-            "client",
-            "write_buffer_bytes",
-            "must be positive",
         )?;
         check(
             cl.dirty_limit_bytes >= cl.write_buffer_bytes,
@@ -1439,12 +1381,6 @@ impl Config {
                 "must be at least write_buffer_bytes ({})",
                 cl.write_buffer_bytes
             ),
-        )?;
-        check(
-            cl.fuse_threads > 0,
-            "client",
-            "fuse_threads",
-            "must be positive",
         )?;
         check(
             (1..=8).contains(&self.up.masters),
@@ -1986,6 +1922,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("election_slot_ms"), "{e}");
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_makes_no_sense() {
+        for (section, name) in POSITIVE {
+            let key = find_key(section, name).expect("POSITIVE names a key");
+            let e = resolve_with(None, &[], &[(section, name, "0")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{} = 0 (from flag", key.name)), "{e}");
+            assert!(e.contains("must not be 0"), "{e}");
+        }
     }
 
     #[test]
