@@ -1,8 +1,9 @@
 //! Connecting a command to the cluster named by a cluster file.
 
 use crate::cluster::ClusterFile;
+use crate::config::Config;
 use anyhow::Context;
-use quarry_client::{Client, ClientConfig};
+use quarry_client::Client;
 use quarry_transport::certs::NodeCert;
 use quarry_transport::quic::QuicNode;
 
@@ -11,7 +12,8 @@ pub struct Connection {
     _node: QuicNode,
 }
 
-pub async fn connect(file: &ClusterFile) -> anyhow::Result<Connection> {
+/// Connect with the client settings of `cfg` ([client]).
+pub async fn connect(file: &ClusterFile, cfg: &Config) -> anyhow::Result<Connection> {
     let cert = NodeCert::load(&file.certs, "client").with_context(|| {
         format!(
             "loading the client certificate from {}",
@@ -19,9 +21,7 @@ pub async fn connect(file: &ClusterFile) -> anyhow::Result<Connection> {
         )
     })?;
     let node = QuicNode::client(&cert)?;
-    let mut config = ClientConfig::new(file.masters.clone());
-    // Long enough to wait out a dead primary's lease (60 s by default) after it is declared dead.
-    config.retry_deadline = std::time::Duration::from_secs(180);
+    let config = cfg.client_config(file.masters.clone());
     let client = Client::connect(node.transport(), config)
         .await
         .with_context(|| format!("connecting to the master at {}", file.masters.join(", ")))?;

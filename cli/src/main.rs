@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod config;
 mod connect;
 mod files;
 mod health;
@@ -13,7 +14,6 @@ mod trash;
 mod up;
 
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -34,82 +34,32 @@ struct Cli {
 enum Command {
     /// Start a loopback cluster (masters and chunkservers) and run until Ctrl-C.
     Up {
-        /// Data directory; every node gets its own directory under it.
-        #[arg(long, default_value = cluster::DEFAULT_DATA_DIR)]
-        data: PathBuf,
-        /// Masters: 1 runs a single master with its own operation log; more run a Raft group
-        /// with automatic failover (fixed when the data directory is created).
-        #[arg(long, default_value_t = up::DEFAULT_MASTERS)]
-        masters: usize,
-        #[arg(long, default_value_t = 3)]
-        chunkservers: usize,
-        /// Run each node as a child process, restarted ~2 s after it exits.
-        #[arg(long)]
-        processes: bool,
-        /// Also mount the filesystem at this directory (unmounted before the cluster stops).
-        #[arg(long, value_name = "DIR")]
-        mount: Option<PathBuf>,
         #[command(flatten)]
-        tunables: up::Tunables,
+        flags: config::UpFlags,
     },
     /// Run a master.
     Master {
-        #[arg(long)]
-        data: PathBuf,
-        /// Directory with ca.pem and this node's certificate (issued there if the CA key is present).
-        #[arg(long)]
-        certs: PathBuf,
-        #[arg(long)]
-        listen: SocketAddr,
-        #[arg(long, default_value = "master-0")]
-        name: String,
-        /// Raft: this master's id in its group (with --peers).
-        #[arg(long, default_value_t = 1)]
-        id: u64,
-        /// Raft: the voting masters of a new group, `ID=HOST:PORT,...` (this one included, at
-        /// its --listen address). Without it the master runs alone on its own operation log.
-        #[arg(long, value_name = "ID=ADDR,...")]
-        peers: Option<String>,
-        /// Raft: join an existing group (added with `quarry masters add`) instead of forming
-        /// one; without it the lowest id of --peers forms the group on first boot.
-        #[arg(long)]
-        join: bool,
-        /// Serve /metrics, the status page and /api/status over HTTP at this address (port 0:
-        /// any free port; the bound address is printed).
-        #[arg(long, value_name = "ADDR")]
-        http: Option<SocketAddr>,
         #[command(flatten)]
-        tunables: up::Tunables,
+        flags: config::MasterFlags,
     },
     /// Raft group membership: add or remove a master.
     #[command(subcommand)]
     Masters(MastersCommand),
     /// Run a chunkserver.
     Chunkserver {
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        certs: PathBuf,
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Master addresses (host:port, comma-separated when there are several).
-        #[arg(long)]
-        master: String,
-        #[arg(long)]
-        name: String,
-        /// Serve /metrics over HTTP at this address (port 0: any free port; printed).
-        #[arg(long, value_name = "ADDR")]
-        http: Option<SocketAddr>,
         #[command(flatten)]
-        tunables: up::Tunables,
+        flags: config::ChunkserverFlags,
     },
     /// Mount the filesystem at DIR (FUSE) and serve until Ctrl-C or SIGTERM, then unmount.
     Mount {
-        dir: PathBuf,
-        /// Serve /metrics over HTTP at this address (port 0: any free port; printed).
-        #[arg(long, value_name = "ADDR")]
-        http: Option<SocketAddr>,
+        /// Where to mount (default: `dir` in [mount] of the config file).
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        flags: config::MountFlags,
     },
+    /// Config files: print one with every key at its default, or check one.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Per-second rates from the nodes' /metrics: RPCs (ops/s, p50/p99 latency, bytes/s),
     /// chunkserver and FUSE bytes/s and FUSE ops/s. Two samples a second apart, or with
     /// --watch one line set per second until Ctrl-C.
@@ -237,28 +187,17 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up {
-            data,
-            masters,
-            chunkservers,
-            processes,
-            mount,
-            tunables,
-        } => {
-            up::up(
-                &data,
-                masters,
-                chunkservers,
-                processes,
-                mount.as_deref(),
-                &tunables,
-            )
-            .await
-        }
+        Command::Up { flags } => up::up(&flags.resolve()?).await,
+        Command::Config(cmd) => config::run(cmd),
         Command::Umount { dir } => mount::run_umount(&dir),
-        Command::Mount { dir, http } => {
+        Command::Mount { dir, mut flags } => {
+            if let Some(dir) = dir {
+                flags.push("mount", "dir", dir.to_string_lossy().into_owned());
+            }
+            let cfg = flags.resolve()?;
+            let dir = cfg.require(&cfg.mount.dir, "mount", "dir")?;
             let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
-            mount::run_mount(&file, &dir, http).await
+            mount::run_mount(&file, dir, cfg.mount.http, &cfg).await
         }
         Command::Stats { watch, endpoints } => {
             let endpoints = if endpoints.is_empty() {
@@ -273,32 +212,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             stats::run(&endpoints, watch).await
         }
-        Command::Master {
-            data,
-            certs,
-            listen,
-            name,
-            id,
-            peers,
-            join,
-            http,
-            tunables,
-        } => {
-            let raft = match peers {
-                Some(p) => Some(up::raft_settings(id, &up::parse_peers(&p)?, !join)?),
+        Command::Master { flags } => {
+            let cfg = flags.resolve()?;
+            let m = &cfg.master;
+            let raft = match &m.peers {
+                Some(p) => Some(up::raft_settings(
+                    m.id,
+                    &up::parse_peers(p)?,
+                    !m.join,
+                    cfg.raft_config(),
+                )?),
                 None => None,
             };
-            up::run_master(&data, &certs, listen, &name, raft, http, &tunables).await
+            up::run_master(&cfg, raft).await
         }
-        Command::Chunkserver {
-            data,
-            certs,
-            listen,
-            master,
-            name,
-            http,
-            tunables,
-        } => up::run_chunkserver(&data, &certs, listen, &master, &name, http, &tunables).await,
+        Command::Chunkserver { flags } => up::run_chunkserver(&flags.resolve()?).await,
         Command::Bench(args) => {
             // Through a mount the cluster file is not needed.
             let file = match args.mount {
@@ -311,7 +239,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         command => {
             let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
-            let conn = connect::connect(&file).await?;
+            let cfg = config::Config::from_env()?;
+            let conn = connect::connect(&file, &cfg).await?;
             let c = &conn.client;
             match command {
                 Command::Put { local, remote } => files::put(c, &local, &remote).await,
@@ -347,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Master { .. }
                 | Command::Chunkserver { .. }
                 | Command::Mount { .. }
+                | Command::Config(_)
                 | Command::Bench(_)
                 | Command::Stats { .. }
                 | Command::Umount { .. } => {

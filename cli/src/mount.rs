@@ -1,6 +1,7 @@
 //! `quarry mount DIR`, `quarry umount DIR` and the mount of `quarry up --mount DIR`.
 
 use crate::cluster::ClusterFile;
+use crate::config::Config;
 use crate::connect::{connect, Connection};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -26,27 +27,23 @@ impl Mounted {
     }
 }
 
-/// Connect to the cluster of `file` and mount it at `dir` (created if missing).
-pub async fn mount(file: &ClusterFile, dir: &Path) -> anyhow::Result<Mounted> {
+/// Connect to the cluster of `file` and mount it at `dir` (created if missing), with the client
+/// settings of `cfg`.
+pub async fn mount(file: &ClusterFile, dir: &Path, cfg: &Config) -> anyhow::Result<Mounted> {
     anyhow::ensure!(
         Path::new("/dev/fuse").exists(),
         "/dev/fuse is missing: load the fuse module or run scripts/setup.sh"
     );
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let conn = connect(file).await?;
+    let conn = connect(file, cfg).await?;
+    let options = cfg.mount_options();
     let client = conn.client.clone();
     let runtime = tokio::runtime::Handle::current();
     let target: PathBuf = dir.to_path_buf();
-    let mount = tokio::task::spawn_blocking(move || {
-        quarry_fs::mount(
-            client,
-            runtime,
-            &target,
-            &quarry_fs::MountOptions::default(),
-        )
-    })
-    .await?
-    .with_context(|| format!("mounting at {}", dir.display()))?;
+    let mount =
+        tokio::task::spawn_blocking(move || quarry_fs::mount(client, runtime, &target, &options))
+            .await?
+            .with_context(|| format!("mounting at {}", dir.display()))?;
     Ok(Mounted {
         mount: Some(mount),
         _conn: conn,
@@ -59,8 +56,9 @@ pub async fn run_mount(
     file: &ClusterFile,
     dir: &Path,
     http: Option<std::net::SocketAddr>,
+    cfg: &Config,
 ) -> anyhow::Result<()> {
-    let mounted = mount(file, dir).await?;
+    let mounted = mount(file, dir, cfg).await?;
     println!(
         "Quarry ({}) is mounted at {}. Ctrl-C unmounts.",
         file.masters.join(", "),

@@ -2,76 +2,17 @@
 //! and the single-role commands `quarry master` and `quarry chunkserver`.
 
 use crate::cluster::{init_certs, load_or_issue, ClusterFile};
+use crate::config::{Config, MAX_CHUNK_SIZE};
 use anyhow::Context;
-use quarry_chunkserver::ChunkserverConfig;
 use quarry_cli::host::{ChunkserverHost, MasterHost};
 use quarry_cli::http::{serve_metrics, url_of, HttpServer};
-use quarry_mapred::coordinator::CoordinatorConfig;
-use quarry_mapred::worker::WorkerConfig;
 use quarry_master::raft::RaftConfig;
-use quarry_master::{MasterConfig, RaftSettings};
+use quarry_master::RaftSettings;
 use quarry_proto::Role;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-#[derive(Clone, Debug, clap::Args)]
-pub struct Tunables {
-    /// Chunk size in bytes (fixed when the namespace is created).
-    #[arg(long, default_value_t = quarry_proto::DEFAULT_CHUNK_SIZE)]
-    pub chunk_size: u64,
-    /// Replicas per chunk.
-    #[arg(long, default_value_t = 3)]
-    pub replication: u32,
-    /// Lease duration of a chunk's primary, in milliseconds.
-    #[arg(long, default_value_t = 60_000)]
-    pub lease_ms: u64,
-    /// A chunkserver silent this long is considered dead, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    pub heartbeat_timeout_ms: u64,
-    /// Heartbeat interval of chunkservers, in milliseconds.
-    #[arg(long, default_value_t = 1_000)]
-    pub heartbeat_ms: u64,
-    /// Timeout of calls between nodes, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    pub rpc_timeout_ms: u64,
-    /// Master: how long deleted files stay in the trash before their chunks are reclaimed, in
-    /// milliseconds (0: no trash).
-    #[arg(long, default_value_t = 86_400_000)]
-    pub trash_retention_ms: u64,
-    /// MapReduce: a worker silent this long is lost and its tasks run again, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    pub mr_worker_timeout_ms: u64,
-    /// MapReduce: tasks each chunkserver's worker runs at once.
-    #[arg(long, default_value_t = 2)]
-    pub mr_slots: u32,
-    /// Test hook: each MapReduce attempt first sleeps this long, in milliseconds.
-    #[arg(long, default_value_t = 0, hide = true)]
-    pub mr_task_delay_ms: u64,
-    /// How often the master looks for chunks to re-replicate, in milliseconds.
-    #[arg(long, default_value_t = 1_000)]
-    pub repair_interval_ms: u64,
-    /// Re-replication clones in flight at once, cluster-wide.
-    #[arg(long, default_value_t = 8)]
-    pub max_concurrent_clones: u32,
-    /// Pace of each re-replication clone in bytes per second (0: unlimited).
-    #[arg(long, default_value_t = 64 << 20)]
-    pub clone_bandwidth: u64,
-    /// Rebalancing: replicas move to servers below their capacity-proportional share while a
-    /// server holds more than its share by more than this many chunks (0: off).
-    #[arg(long, default_value_t = 2)]
-    pub balance_slack_chunks: u64,
-    /// Chunkservers verify idle chunks' checksums at this many bytes per second (0: off).
-    #[arg(long, default_value_t = 16 << 20)]
-    pub scrub_bytes_per_sec: u64,
-    /// Scrubbing leaves chunks written less than this long ago alone, in milliseconds.
-    #[arg(long, default_value_t = 60_000)]
-    pub scrub_idle_ms: u64,
-}
-
-/// Masters `quarry up` runs unless `--masters` says otherwise.
-pub const DEFAULT_MASTERS: usize = 3;
 
 /// `ID=ADDR,ID=ADDR,...` → id → address.
 pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -100,6 +41,7 @@ pub fn raft_settings(
     id: u64,
     peers: &BTreeMap<u64, String>,
     may_form: bool,
+    timing: RaftConfig,
 ) -> anyhow::Result<RaftSettings> {
     anyhow::ensure!(
         peers.contains_key(&id) || !may_form,
@@ -109,7 +51,7 @@ pub fn raft_settings(
         id,
         peers: peers.clone(),
         initialize: may_form && peers.keys().next() == Some(&id),
-        timing: RaftConfig::default(),
+        timing,
     })
 }
 
@@ -124,75 +66,6 @@ fn master_names(n: usize) -> Vec<(u64, String)> {
             .collect()
     }
 }
-
-impl Tunables {
-    fn master_config(&self, data: PathBuf, raft: Option<RaftSettings>) -> MasterConfig {
-        let mut c = MasterConfig::new(data);
-        c.raft = raft;
-        c.chunk_size = self.chunk_size;
-        c.replication = self.replication;
-        c.lease_duration_ms = self.lease_ms;
-        c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
-        c.rpc_timeout_ms = self.rpc_timeout_ms;
-        c.trash_retention_ms = self.trash_retention_ms;
-        c.repair_interval_ms = self.repair_interval_ms;
-        c.max_concurrent_clones = self.max_concurrent_clones;
-        c.clone_bandwidth_bytes_per_sec = self.clone_bandwidth;
-        c.balance_slack_chunks = self.balance_slack_chunks;
-        c
-    }
-
-    fn chunkserver_config(&self, data: PathBuf, masters: &str) -> ChunkserverConfig {
-        let masters = masters
-            .split(',')
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty())
-            .collect();
-        let mut c = ChunkserverConfig::new(data, masters);
-        c.heartbeat_interval_ms = self.heartbeat_ms;
-        c.rpc_timeout_ms = self.rpc_timeout_ms;
-        c.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
-        c.scrub_idle_ms = self.scrub_idle_ms;
-        c
-    }
-
-    fn coordinator_config(&self) -> CoordinatorConfig {
-        let mut c = CoordinatorConfig::default();
-        c.scheduler.worker_timeout_ms = self.mr_worker_timeout_ms;
-        c
-    }
-
-    fn worker_config(&self, c: &ChunkserverConfig) -> WorkerConfig {
-        let mut w = WorkerConfig::new(c.data_dir.clone(), c.masters.clone());
-        w.slots = self.mr_slots.max(1);
-        w.task_delay = Duration::from_millis(self.mr_task_delay_ms);
-        w
-    }
-
-    fn to_args(&self) -> Vec<String> {
-        vec![
-            format!("--chunk-size={}", self.chunk_size),
-            format!("--replication={}", self.replication),
-            format!("--lease-ms={}", self.lease_ms),
-            format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
-            format!("--heartbeat-ms={}", self.heartbeat_ms),
-            format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
-            format!("--trash-retention-ms={}", self.trash_retention_ms),
-            format!("--mr-worker-timeout-ms={}", self.mr_worker_timeout_ms),
-            format!("--mr-slots={}", self.mr_slots),
-            format!("--mr-task-delay-ms={}", self.mr_task_delay_ms),
-            format!("--repair-interval-ms={}", self.repair_interval_ms),
-            format!("--max-concurrent-clones={}", self.max_concurrent_clones),
-            format!("--clone-bandwidth={}", self.clone_bandwidth),
-            format!("--balance-slack-chunks={}", self.balance_slack_chunks),
-            format!("--scrub-bytes-per-sec={}", self.scrub_bytes_per_sec),
-            format!("--scrub-idle-ms={}", self.scrub_idle_ms),
-        ]
-    }
-}
-
-/// Largest chunk a chunkserver accepts (chunk sizes are configurable up to this).
-const MAX_CHUNK_SIZE: u64 = 1 << 30;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -221,7 +94,7 @@ fn prepare(
     masters: usize,
     chunkservers: usize,
     processes: bool,
-    t: &Tunables,
+    cfg: &Config,
 ) -> anyhow::Result<ClusterFile> {
     let data = absolute(data)?;
     let certs = data.join("certs");
@@ -245,7 +118,7 @@ fn prepare(
             certs: certs.clone(),
             data: Some(data.clone()),
             chunkserver_ports: vec![],
-            chunk_size: Some(t.chunk_size),
+            chunk_size: Some(cfg.master.chunk_size),
             http: BTreeMap::new(),
         },
     };
@@ -352,7 +225,10 @@ fn banner(
 }
 
 /// The Raft settings of each of `file`'s masters (None for a single master).
-fn group(file: &ClusterFile) -> anyhow::Result<Vec<(String, Option<RaftSettings>)>> {
+fn group(
+    file: &ClusterFile,
+    timing: &RaftConfig,
+) -> anyhow::Result<Vec<(String, Option<RaftSettings>)>> {
     let names = master_names(file.masters.len());
     let peers: BTreeMap<u64, String> = names
         .iter()
@@ -363,7 +239,7 @@ fn group(file: &ClusterFile) -> anyhow::Result<Vec<(String, Option<RaftSettings>
         .into_iter()
         .map(|(id, name)| {
             let raft = if file.masters.len() > 1 {
-                Some(raft_settings(id, &peers, true)?)
+                Some(raft_settings(id, &peers, true, timing.clone())?)
             } else {
                 None
             };
@@ -372,34 +248,29 @@ fn group(file: &ClusterFile) -> anyhow::Result<Vec<(String, Option<RaftSettings>
         .collect()
 }
 
-pub async fn up(
-    data: &Path,
-    masters: usize,
-    chunkservers: usize,
-    processes: bool,
-    mount_dir: Option<&Path>,
-    t: &Tunables,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(chunkservers >= 1, "need at least one chunkserver");
-    anyhow::ensure!(
-        (1..=8).contains(&masters),
-        "--masters must be between 1 and 8"
-    );
-    let mut file = prepare(data, masters, chunkservers, processes, t)?;
+/// `quarry up`, with the settings of [up] and every role's.
+pub async fn up(cfg: &Config) -> anyhow::Result<()> {
+    let masters = cfg.up.masters as usize;
+    let chunkservers = cfg.up.chunkservers as usize;
+    let mount_dir = cfg.up.mount.as_deref();
+    let mut file = prepare(&cfg.up.data, masters, chunkservers, cfg.up.processes, cfg)?;
     let data = file.data.clone().expect("prepare sets data");
-    if processes {
-        return supervise(&file, &data, chunkservers, mount_dir, t).await;
+    if cfg.up.processes {
+        return supervise(&file, &data, chunkservers, mount_dir, cfg).await;
     }
     let certs = &file.certs.clone();
     let mut master_hosts = Vec::new();
     let mut http_servers = Vec::new();
     let masters_list = file.masters.clone();
-    for ((name, raft), addr) in group(&file)?.into_iter().zip(&masters_list) {
+    for ((name, raft), addr) in group(&file, &cfg.raft_config())?
+        .into_iter()
+        .zip(&masters_list)
+    {
         let master_cert = load_or_issue(certs, &name, Role::Master, &name)?;
         let master_addr: SocketAddr = addr.parse()?;
         let master = MasterHost::start(
-            t.master_config(data.join(&name), raft),
-            t.coordinator_config(),
+            cfg.master_config(data.join(&name), raft),
+            cfg.coordinator_config(),
             &master_cert,
             master_addr,
         )
@@ -415,8 +286,8 @@ pub async fn up(
         let cert = load_or_issue(certs, &name, Role::Chunkserver, &name)?;
         let worker_cert = worker_cert(certs, &name)?;
         let bind: SocketAddr = format!("127.0.0.1:{}", file.chunkserver_ports[i]).parse()?;
-        let config = t.chunkserver_config(data.join(&name), &master_list);
-        let worker = t.worker_config(&config);
+        let config = cfg.chunkserver_config(data.join(&name), &master_list);
+        let worker = cfg.worker_config(&config);
         let node = ChunkserverHost::start(
             config,
             worker,
@@ -430,7 +301,7 @@ pub async fn up(
         nodes.push(node);
     }
     let mounted = match mount_dir {
-        Some(dir) => Some(crate::mount::mount(&file, dir).await?),
+        Some(dir) => Some(crate::mount::mount(&file, dir, cfg).await?),
         None => None,
     };
     banner(
@@ -471,7 +342,7 @@ async fn supervise(
     data: &Path,
     chunkservers: usize,
     mount_dir: Option<&Path>,
-    t: &Tunables,
+    cfg: &Config,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let certs = file.certs.display().to_string();
@@ -502,7 +373,7 @@ async fn supervise(
         }
         children.push(Child {
             name,
-            args: [args, t.to_args()].concat(),
+            args: [args, cfg.server_args()].concat(),
             process: None,
             restart_at: Some(tokio::time::Instant::now()),
         });
@@ -522,7 +393,7 @@ async fn supervise(
             args.push(format!("--http={http}"));
         }
         children.push(Child {
-            args: [args, t.to_args()].concat(),
+            args: [args, cfg.server_args()].concat(),
             name,
             process: None,
             restart_at: Some(tokio::time::Instant::now()),
@@ -548,7 +419,13 @@ async fn supervise(
                 && c.restart_at
                     .is_some_and(|t| t <= tokio::time::Instant::now())
             {
-                match tokio::process::Command::new(&exe).args(&c.args).spawn() {
+                // Every setting is in the flags: a config file named in the environment must
+                // not add identity settings (peers, http) this supervisor did not choose.
+                match tokio::process::Command::new(&exe)
+                    .args(&c.args)
+                    .env_remove("QUARRY_CONFIG")
+                    .spawn()
+                {
                     Ok(p) => {
                         c.process = Some(p);
                         c.restart_at = None;
@@ -575,7 +452,7 @@ async fn supervise(
             if let Some(dir) = mount_dir {
                 let mut tries = 0;
                 mounted = loop {
-                    match crate::mount::mount(file, dir).await {
+                    match crate::mount::mount(file, dir, cfg).await {
                         Ok(m) => break Some(m),
                         Err(e) if tries < 100 => {
                             tracing::debug!("mount not ready yet: {e:#}");
@@ -648,25 +525,23 @@ fn announce_http(name: &str, server: anyhow::Result<HttpServer>) -> Option<HttpS
     }
 }
 
-pub async fn run_master(
-    data: &Path,
-    certs: &Path,
-    listen: SocketAddr,
-    name: &str,
-    raft: Option<RaftSettings>,
-    http: Option<SocketAddr>,
-    t: &Tunables,
-) -> anyhow::Result<()> {
+/// `quarry master`: the settings of [master], [raft], [cluster] and [mapreduce].
+pub async fn run_master(cfg: &Config, raft: Option<RaftSettings>) -> anyhow::Result<()> {
+    let m = &cfg.master;
+    let data = cfg.require(&m.data, "master", "data")?;
+    let certs = cfg.require(&m.certs, "master", "certs")?;
+    let listen = *cfg.require(&m.listen, "master", "listen")?;
+    let name = &m.name;
     let cert = load_or_issue(certs, name, Role::Master, name)?;
     let node = MasterHost::start(
-        t.master_config(data.to_path_buf(), raft),
-        t.coordinator_config(),
+        cfg.master_config(data.to_path_buf(), raft),
+        cfg.coordinator_config(),
         &cert,
         listen,
     )
     .await?;
     tracing::info!(addr = %node.addr(), "master serving");
-    let server = match http {
+    let server = match m.http {
         Some(bind) => announce_http(name, node.serve_http(bind).await),
         None => None,
     };
@@ -676,15 +551,14 @@ pub async fn run_master(
     Ok(())
 }
 
-pub async fn run_chunkserver(
-    data: &Path,
-    certs: &Path,
-    listen: SocketAddr,
-    master: &str,
-    name: &str,
-    http: Option<SocketAddr>,
-    t: &Tunables,
-) -> anyhow::Result<()> {
+/// `quarry chunkserver`: the settings of [chunkserver], [cluster] and [mapreduce].
+pub async fn run_chunkserver(cfg: &Config) -> anyhow::Result<()> {
+    let c = &cfg.chunkserver;
+    let data = cfg.require(&c.data, "chunkserver", "data")?;
+    let certs = cfg.require(&c.certs, "chunkserver", "certs")?;
+    let listen = *cfg.require(&c.listen, "chunkserver", "listen")?;
+    let masters = cfg.require(&c.masters, "chunkserver", "masters")?;
+    let name = cfg.require(&c.name, "chunkserver", "name")?;
     let cert = load_or_issue(certs, name, Role::Chunkserver, name)?;
     // The MapReduce worker acts as a client of the filesystem, with its own certificate.
     let worker_cert = match worker_cert(certs, name) {
@@ -694,8 +568,8 @@ pub async fn run_chunkserver(
             None
         }
     };
-    let config = t.chunkserver_config(data.to_path_buf(), master);
-    let worker = t.worker_config(&config);
+    let config = cfg.chunkserver_config(data.to_path_buf(), masters);
+    let worker = cfg.worker_config(&config);
     let node = ChunkserverHost::start(
         config,
         worker,
@@ -706,7 +580,7 @@ pub async fn run_chunkserver(
     )
     .await?;
     tracing::info!(addr = %node.addr(), node = %node.node.node_id(), "chunkserver serving");
-    let server = match http {
+    let server = match c.http {
         Some(bind) => announce_http(name, serve_metrics(bind).await),
         None => None,
     };

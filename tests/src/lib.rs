@@ -488,7 +488,8 @@ pub fn run_cli(cluster_file: &Path, args: &[&str]) -> (bool, Vec<u8>, String) {
     )
 }
 
-fn free_port() -> u16 {
+/// A free UDP port on 127.0.0.1 (for a node's QUIC address).
+pub fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -496,7 +497,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn free_tcp_addr() -> SocketAddr {
+/// A free TCP address on 127.0.0.1 (for a node's HTTP endpoint).
+pub fn free_tcp_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
