@@ -740,7 +740,15 @@ pub static KEYS: &[Key] = &[
         Kind::Bytes,
         CLIENTS,
         || Dflt::Int(quarry_fs::MountOptions::default().readahead_bytes),
-        "Bytes fetched ahead of a sequential reader.",
+        "Bytes of one readahead window (one read of the replicas) for a sequential reader.",
+    ),
+    tun(
+        "client",
+        "readahead_windows",
+        Kind::U32,
+        CLIENTS,
+        || Dflt::Int(quarry_fs::MountOptions::default().readahead_windows as u64),
+        "Readahead windows fetched at once ahead of a sequential reader.",
     ),
     tun(
         "client",
@@ -749,6 +757,14 @@ pub static KEYS: &[Key] = &[
         CLIENTS,
         || Dflt::Int(quarry_fs::MountOptions::default().flush_bytes as u64),
         "Write coalescing: a file's writes are buffered and pushed to the replicas at this size.",
+    ),
+    tun(
+        "client",
+        "write_pushes_in_flight",
+        Kind::U32,
+        CLIENTS,
+        || Dflt::Int(quarry_fs::MountOptions::default().pushes_in_flight as u64),
+        "Write-buffer pushes of one file in flight at once: a writer fills the next buffer while earlier ones reach the replicas.",
     ),
     tun(
         "client",
@@ -1196,7 +1212,9 @@ pub struct ClientSection {
     pub retry_deadline_ms: u64,
     pub location_cache_entries: u64,
     pub readahead_bytes: u64,
+    pub readahead_windows: u32,
     pub write_buffer_bytes: u64,
+    pub write_pushes_in_flight: u32,
     pub dirty_limit_bytes: u64,
     pub attr_ttl_ms: u64,
     pub max_write_bytes: u64,
@@ -1233,6 +1251,8 @@ const POSITIVE: &[(&str, &str)] = &[
     ("client", "client_rpc_timeout_ms"),
     ("client", "location_cache_entries"),
     ("client", "write_buffer_bytes"),
+    ("client", "readahead_windows"),
+    ("client", "write_pushes_in_flight"),
     ("client", "fuse_threads"),
 ];
 
@@ -1494,6 +1514,8 @@ impl Config {
             flush_bytes: cl.write_buffer_bytes as usize,
             buffer_budget_bytes: cl.dirty_limit_bytes as usize,
             readahead_bytes: cl.readahead_bytes,
+            readahead_windows: cl.readahead_windows as usize,
+            pushes_in_flight: cl.write_pushes_in_flight as usize,
             session_threads: cl.fuse_threads as usize,
             allow_other: cl.allow_other.unwrap_or(defaults.allow_other),
             ..defaults
