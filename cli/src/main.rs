@@ -2,6 +2,7 @@
 //! flags, environment variables and config files; the library crates take plain config structs.
 
 mod bench;
+mod cert;
 mod cluster;
 mod connect;
 mod files;
@@ -195,6 +196,10 @@ enum Command {
     /// Measure throughput (big-file write and read) and metadata rates (create, stat, rename,
     /// unlink) through the client library or a mount, with one or more concurrent clients.
     Bench(bench::BenchArgs),
+    /// Certificates for a cluster on several machines: create the CA, issue a node's
+    /// certificates, show and check them.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 #[derive(Subcommand)]
@@ -256,6 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Umount { dir } => mount::run_umount(&dir),
+        Command::Cert(cmd) => cert::run(cmd),
         Command::Mount { dir, http } => {
             let file = cluster::ClusterFile::load(&cluster::cluster_path(cli.cluster))?;
             mount::run_mount(&file, &dir, http).await
@@ -349,7 +355,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Mount { .. }
                 | Command::Bench(_)
                 | Command::Stats { .. }
-                | Command::Umount { .. } => {
+                | Command::Umount { .. }
+                | Command::Cert(_) => {
                     unreachable!("handled above")
                 }
             }
