@@ -203,7 +203,7 @@ pub fn show(path: &Path) -> anyhow::Result<(String, usize)> {
             .filter(|p| p.extension().is_some_and(|e| e == "pem"))
             .collect();
         // ca.pem first, then the rest by name.
-        files.sort_by_key(|p| (!p.file_name().is_some_and(|n| n == "ca.pem"), p.clone()));
+        files.sort_by_key(|p| (p.file_name().is_none_or(|n| n != "ca.pem"), p.clone()));
         if files.is_empty() {
             bail!("no .pem files in {}", path.display());
         }
@@ -357,10 +357,14 @@ mod tests {
             ]
         );
         assert_eq!(names(&cl), ["ca.pem", "client.key", "client.pem"]);
-        for key in ["master-1.key"] {
-            assert_eq!(mode(&m.join(key)), 0o600);
+        for key in [
+            m.join("master-1.key"),
+            cs.join("cs-1.key"),
+            cs.join("cs-1-worker.key"),
+            cl.join("client.key"),
+        ] {
+            assert_eq!(mode(&key), 0o600, "{}", key.display());
         }
-        assert_eq!(mode(&cs.join("cs-1-worker.key")), 0o600);
 
         // Exactly what the node startup code loads, with no CA key around.
         let c = load_as_node(&m, "master-1", Role::Master).unwrap();

@@ -500,10 +500,10 @@ fn cut_off_nodes_and_heal() {
         .collect::<Vec<_>>()
     {
         let (name, ip) = n;
-        let (role, cert_name) = if name.starts_with('m') {
-            ("master", format!("master-{}", &name[1..]))
-        } else if name.starts_with("cs") {
-            ("chunkserver", format!("chunkserver-{}", &name[2..]))
+        let (role, cert_name) = if let Some(id) = name.strip_prefix('m') {
+            ("master", format!("master-{id}"))
+        } else if let Some(i) = name.strip_prefix("cs") {
+            ("chunkserver", format!("chunkserver-{i}"))
         } else {
             ("client", "client".to_string())
         };
