@@ -651,6 +651,7 @@ fn cut_off_nodes_and_heal() {
         victim.unwrap()
     };
     lab.cut(&victim);
+    let cut_at = Instant::now();
     stdin.write_all(&data[FILE_BYTES / 2..]).unwrap();
     drop(stdin);
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -667,7 +668,10 @@ fn cut_off_nodes_and_heal() {
     let mut err = String::new();
     put.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "put with {victim} cut off: {err}");
-    eprintln!("netns: write completed with {victim} cut off");
+    eprintln!(
+        "netns: write completed with {victim} cut off, {:?} after the cut",
+        cut_at.elapsed()
+    );
     let read_back = |lab: &Lab| {
         let out = lab
             .client(&cluster, &["get", "/big", "-"], Duration::from_secs(60))
@@ -693,7 +697,12 @@ fn cut_off_nodes_and_heal() {
                     .is_some_and(|(v, chunks, healthy)| v == "HEALTHY" && healthy == chunks)
         },
     );
+    eprintln!(
+        "netns: every chunk at its goal without {victim}, {:?} after the cut",
+        cut_at.elapsed()
+    );
     lab.heal(&victim);
+    let healed_at = Instant::now();
     wait_until(
         "4 live chunkservers and every chunk at exactly its goal",
         Duration::from_secs(60),
@@ -706,6 +715,10 @@ fn cut_off_nodes_and_heal() {
                         && chunks == (FILE_BYTES / CHUNK_SIZE) as u64
                 })
         },
+    );
+    eprintln!(
+        "netns: {victim} back, every chunk at exactly its goal {:?} after healing",
+        healed_at.elapsed()
     );
     read_back(&lab);
     eprintln!(
