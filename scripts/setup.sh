@@ -7,13 +7,16 @@ set -euo pipefail
 # Debian packages the mount and its tests need, each installed only when its command is missing:
 # fuse3 (fusermount3), attr (setfattr/getfattr for the xattr tests), git and rsync (the shell
 # scenario compared against a local directory), chromium (the status page test renders the
-# page headless: a screenshot and the DOM).
+# page headless: a screenshot and the DOM), iproute2 (ip) and nftables (nft): the
+# network-namespace test runs each node in its own namespace and cuts nodes off with nft.
 missing=()
 command -v fusermount3 >/dev/null 2>&1 || [ -x /bin/fusermount3 ] || missing+=(fuse3)
 command -v setfattr >/dev/null 2>&1 || missing+=(attr)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     SUDO=""

@@ -84,25 +84,57 @@ pub fn cluster_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| Path::new(DEFAULT_DATA_DIR).join("cluster.toml"))
 }
 
-/// Load the certificate `stem` from `dir`, issuing it with the CA there if it does not exist.
+/// The file stem of the client certificate the MapReduce worker of chunkserver `name` uses
+/// (`<name>-worker.pem`, `<name>-worker.key`).
+pub fn worker_stem(name: &str) -> String {
+    format!("{name}-worker")
+}
+
+/// The `quarry cert issue` command that makes certificate `stem` (of `role`).
+fn issue_hint(stem: &str, role: Role) -> String {
+    let (role, name) = match stem.strip_suffix("-worker") {
+        Some(cs) if role == Role::Client => (Role::Chunkserver, cs),
+        _ => (role, stem),
+    };
+    format!("quarry cert issue --ca CA_DIR --role {role} --name {name} --out DIR")
+}
+
+/// Load the certificate `stem` from `dir`, checked against `dir/ca.pem` (the key must belong
+/// to it, the CA must have signed it, the role must be `role`). Without one, issue it with the
+/// CA key in `dir` (how `quarry up` works); without a CA key either, the error says which
+/// `quarry cert issue` command makes it.
 pub fn load_or_issue(dir: &Path, stem: &str, role: Role, name: &str) -> anyhow::Result<NodeCert> {
-    if dir.join(format!("{stem}.pem")).exists() {
+    let pem = dir.join(format!("{stem}.pem"));
+    if pem.exists() {
         let cert = NodeCert::load(dir, stem)?;
         if cert.role != role {
             bail!(
-                "{}/{stem}.pem is a {} certificate, not a {role} one",
-                dir.display(),
+                "{} is a {} certificate, not a {role} one",
+                pem.display(),
                 cert.role
             );
         }
+        cert.check().with_context(|| {
+            format!(
+                "{} with {} and {}",
+                pem.display(),
+                dir.join(format!("{stem}.key")).display(),
+                dir.join("ca.pem").display()
+            )
+        })?;
         return Ok(cert);
     }
-    let ca = ClusterCa::load(dir).with_context(|| {
-        format!(
-            "no certificate {stem}.pem in {} and no CA key to issue one",
+    if !dir.join("ca.key").exists() {
+        bail!(
+            "no certificate {} (and no CA key in {} to issue one): on the machine that holds \
+             the CA, run `{}` and copy DIR's files into {}",
+            pem.display(),
+            dir.display(),
+            issue_hint(stem, role),
             dir.display()
-        )
-    })?;
+        );
+    }
+    let ca = ClusterCa::load(dir)?;
     let cert = ca.issue(role, name)?;
     cert.save(dir, stem)?;
     Ok(cert)

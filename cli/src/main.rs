@@ -2,6 +2,7 @@
 //! flags, environment variables and config files; the library crates take plain config structs.
 
 mod bench;
+mod cert;
 mod cluster;
 mod config;
 mod connect;
@@ -145,6 +146,10 @@ enum Command {
     /// Measure throughput (big-file write and read) and metadata rates (create, stat, rename,
     /// unlink) through the client library or a mount, with one or more concurrent clients.
     Bench(bench::BenchArgs),
+    /// Certificates for a cluster on several machines: create the CA, issue a node's
+    /// certificates, show and check them.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 #[derive(Subcommand)]
@@ -190,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up { flags } => up::up(&flags.resolve()?).await,
         Command::Config(cmd) => config::run(cmd),
         Command::Umount { dir } => mount::run_umount(&dir),
+        Command::Cert(cmd) => cert::run(cmd),
         Command::Mount { dir, mut flags } => {
             if let Some(dir) = dir {
                 flags.push("mount", "dir", dir.to_string_lossy().into_owned());
@@ -279,7 +285,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Config(_)
                 | Command::Bench(_)
                 | Command::Stats { .. }
-                | Command::Umount { .. } => {
+                | Command::Umount { .. }
+                | Command::Cert(_) => {
                     unreachable!("handled above")
                 }
             }

@@ -505,7 +505,7 @@ async fn supervise(
 
 /// The client certificate of the MapReduce worker hosted by chunkserver `name`.
 fn worker_cert(certs: &Path, name: &str) -> anyhow::Result<quarry_transport::certs::NodeCert> {
-    let stem = format!("{name}-worker");
+    let stem = crate::cluster::worker_stem(name);
     load_or_issue(certs, &stem, Role::Client, &stem)
 }
 

@@ -64,7 +64,21 @@ impl ClusterCa {
         if dir.join("ca.pem").exists() || dir.join("ca.key").exists() {
             return ClusterCa::load(dir);
         }
-        let ca = ClusterCa::generate("quarry")?;
+        ClusterCa::create(dir, "quarry")
+    }
+
+    /// A new CA written to dir/ca.pem and dir/ca.key (mode 0600); an error if either exists
+    /// (a CA is never overwritten: every certificate it signed would stop verifying).
+    pub fn create(dir: &Path, cluster_name: &str) -> anyhow::Result<ClusterCa> {
+        for f in ["ca.pem", "ca.key"] {
+            if dir.join(f).exists() {
+                bail!(
+                    "{} already exists: refusing to overwrite a CA",
+                    dir.join(f).display()
+                );
+            }
+        }
+        let ca = ClusterCa::generate(cluster_name)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         write_file(
             &dir.join("ca.key"),
@@ -196,6 +210,13 @@ impl NodeCert {
         })
     }
 
+    /// Check that the key belongs to the certificate and that the CA signed it (what the
+    /// peers will check during the TLS handshake, found out before the node starts).
+    pub fn check(&self) -> anyhow::Result<()> {
+        key_matches(&self.cert_pem, &self.key_pem)?;
+        verify_signed_by(&self.cert_pem, &self.ca_pem)
+    }
+
     /// Role and name of this certificate.
     pub fn identity(&self) -> Identity {
         Identity {
@@ -236,6 +257,108 @@ pub fn identity_of(cert_der: &[u8]) -> anyhow::Result<Identity> {
         .map_err(|e| anyhow!("reading the common name: {e}"))?
         .to_string();
     Ok(Identity { role, name })
+}
+
+/// What `quarry cert show` prints about a certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertSummary {
+    /// The subject distinguished name, e.g. `CN=master-1, O=Quarry`.
+    pub subject: String,
+    pub issuer: String,
+    /// Whether this is a CA certificate (basic constraints CA:true).
+    pub is_ca: bool,
+    /// The role SAN's role (None for a CA or a foreign certificate).
+    pub role: Option<Role>,
+    /// The SAN DNS names and IP addresses, as written in the certificate.
+    pub dns_names: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    /// Validity, as seconds since the Unix epoch and as text.
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    pub not_before: String,
+    pub not_after: String,
+}
+
+/// Parse the first certificate of a PEM string for display.
+pub fn summarize(cert_pem: &str) -> anyhow::Result<CertSummary> {
+    use x509_parser::extensions::GeneralName;
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow!("parsing certificate: {e}"))?;
+    let mut dns_names = Vec::new();
+    let mut ips = Vec::new();
+    if let Some(san) = cert
+        .subject_alternative_name()
+        .map_err(|e| anyhow!("reading the SAN extension: {e}"))?
+    {
+        for gn in &san.value.general_names {
+            match gn {
+                GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes"))),
+                    16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes"))),
+                    n => bail!("an IP SAN of {n} bytes"),
+                },
+                _ => {}
+            }
+        }
+    }
+    let is_ca = cert
+        .basic_constraints()
+        .map_err(|e| anyhow!("reading basic constraints: {e}"))?
+        .is_some_and(|bc| bc.value.ca);
+    let role = if is_ca {
+        None
+    } else {
+        identity_of(&der).ok().map(|id| id.role)
+    };
+    Ok(CertSummary {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        is_ca,
+        role,
+        dns_names,
+        ips,
+        not_before_unix: cert.validity().not_before.timestamp(),
+        not_after_unix: cert.validity().not_after.timestamp(),
+        not_before: cert.validity().not_before.to_string(),
+        not_after: cert.validity().not_after.to_string(),
+    })
+}
+
+/// Check that `key_pem` is the private key of the first certificate in `cert_pem`.
+pub fn key_matches(cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+    let key = KeyPair::from_pem(key_pem).context("parsing the private key")?;
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow!("parsing certificate: {e}"))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        bail!("the private key does not belong to the certificate");
+    }
+    Ok(())
+}
+
+/// Verify that the first certificate in `cert_pem` is a node certificate signed by the CA in
+/// `ca_pem` and valid now, the way every peer verifies it during the handshake (webpki, as
+/// a TLS client certificate; node certificates serve as both ends).
+pub fn verify_signed_by(cert_pem: &str, ca_pem: &str) -> anyhow::Result<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs_der(ca_pem)? {
+        roots
+            .add(ca)
+            .map_err(|e| anyhow!("the CA certificate is not usable: {e}"))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .map_err(|e| anyhow!("building the verifier: {e}"))?;
+    let mut chain = certs_der(cert_pem)?;
+    let end_entity = chain.remove(0);
+    verifier
+        .verify_client_cert(&end_entity, &chain, rustls::pki_types::UnixTime::now())
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
 }
 
 /// All certificates in a PEM string, as DER.
@@ -340,5 +463,33 @@ mod tests {
         let other = ClusterCa::generate("other").unwrap();
         std::fs::write(dir.path().join("ca.pem"), other.cert_pem()).unwrap();
         assert!(ClusterCa::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn summary_verification_and_key_match() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let cert = ca.issue_with_ips(Role::Master, "master-1", &[ip]).unwrap();
+        let s = summarize(&cert.cert_pem).unwrap();
+        assert!(s.subject.contains("CN=master-1"), "{}", s.subject);
+        assert!(!s.is_ca);
+        assert_eq!(s.role, Some(Role::Master));
+        assert_eq!(s.ips, vec![ip]);
+        assert!(s.dns_names.contains(&SERVER_NAME.to_string()));
+        assert!(s.not_after_unix > s.not_before_unix);
+        let ca_summary = summarize(ca.cert_pem()).unwrap();
+        assert!(ca_summary.is_ca);
+        assert_eq!(ca_summary.role, None);
+
+        cert.check().unwrap();
+        let other_ca = ClusterCa::generate("other").unwrap();
+        assert!(verify_signed_by(&cert.cert_pem, other_ca.cert_pem()).is_err());
+        let other = ca.issue(Role::Master, "master-2").unwrap();
+        assert!(key_matches(&cert.cert_pem, &other.key_pem).is_err());
+        let mixed = NodeCert {
+            key_pem: other.key_pem.clone(),
+            ..cert.clone()
+        };
+        assert!(mixed.check().is_err());
     }
 }
