@@ -146,7 +146,7 @@ impl OpenInode {
     /// and drop readahead that may predate another mount's writes.
     pub async fn refresh(&self, master_size: u64) {
         let mut st = self.state.lock().await;
-        if st.buf.is_empty() && st.uncommitted_end.is_none() {
+        if st.buf.is_empty() && st.pushes.is_empty() && st.uncommitted_end.is_none() {
             st.size = master_size;
         }
         st.readahead.clear();

@@ -230,13 +230,21 @@ fn two_mounts_see_close_to_open() {
     if !fuse_available() {
         return;
     }
+    quarry_tests::init_tracing();
     let rt = runtime();
     let cluster = rt.block_on(Cluster::start(options()));
     let a = MountGuard::new(&rt, &cluster);
     let b = MountGuard::new(&rt, &cluster);
 
     let data = pattern(7, 5 << 20);
-    std::fs::write(a.path("shared"), &data).unwrap();
+    {
+        // Not std::fs::write: it ignores errors of close(2), where a failed push would show.
+        use std::io::Write;
+        let mut f = std::fs::File::create(a.path("shared")).unwrap();
+        f.write_all(&data).unwrap();
+        f.flush().unwrap();
+        f.sync_all().expect("fsync on A");
+    }
     // Closed on A: B opens it afterwards and reads it whole.
     let back = std::fs::read(b.path("shared")).unwrap();
     assert_eq!(back.len(), data.len());
