@@ -1826,6 +1826,15 @@ mod tests {
         })
     }
 
+    /// The error `resolve_with` gives, as text.
+    fn resolve_err(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: &[(&str, &str, &str)],
+    ) -> String {
+        resolve_with(file, env, flags).unwrap_err().to_string()
+    }
+
     #[test]
     fn defaults_alone_resolve() {
         let c = resolve_with(None, &[], &[]).unwrap();
@@ -1884,65 +1893,39 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let e = resolve_with(Some("[master]\nchunk_sise = 1048576\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[master]\nchunk_sise = 1048576\n"), &[], &[]);
         assert!(e.contains("unknown key `chunk_sise` in [master]"), "{e}");
         assert!(e.contains("quarry.toml"), "{e}");
-        let e = resolve_with(Some("[chunkserver]\nreplication = 2\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[chunkserver]\nreplication = 2\n"), &[], &[]);
         assert!(e.contains("`replication` belongs in [master]"), "{e}");
-        let e = resolve_with(Some("[masters]\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[masters]\n"), &[], &[]);
         assert!(e.contains("unknown section [masters]"), "{e}");
-        let e = resolve_with(Some("replication = 2\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("replication = 2\n"), &[], &[]);
         assert!(e.contains("unknown section [replication]"), "{e}");
     }
 
     #[test]
     fn bad_values_are_clear_errors() {
-        let e = resolve_with(Some("[master]\nreplication = 0\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[master]\nreplication = 0\n"), &[], &[]);
         assert!(e.contains("[master] replication = 0"), "{e}");
         assert!(e.contains("quarry.toml"), "{e}");
         assert!(e.contains("between 1 and 255"), "{e}");
-        let e = resolve_with(Some("[master]\nlease_ms = \"ten seconds\"\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[master]\nlease_ms = \"ten seconds\"\n"), &[], &[]);
         assert!(e.contains("[master] lease_ms: expected a duration"), "{e}");
-        let e = resolve_with(Some("[master]\nreplication = \"two\"\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[master]\nreplication = \"two\"\n"), &[], &[]);
         assert!(e.contains("expected a whole number, got string"), "{e}");
-        let e = resolve_with(None, &[("QUARRY_CHUNK_SIZE", "1 MB")], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(None, &[("QUARRY_CHUNK_SIZE", "1 MB")], &[]);
         assert!(e.contains("QUARRY_CHUNK_SIZE: expected bytes"), "{e}");
-        let e = resolve_with(None, &[], &[("master", "chunk_size", "100000")])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(None, &[], &[("master", "chunk_size", "100000")]);
         assert!(e.contains("flag --chunk-size"), "{e}");
         assert!(e.contains("multiple of 64 KiB"), "{e}");
-        let e = resolve_with(Some("[cluster]\nheartbeat_timeout_ms = 500\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[cluster]\nheartbeat_timeout_ms = 500\n"), &[], &[]);
         assert!(e.contains("longer than heartbeat_ms"), "{e}");
-        let e = resolve_with(Some("[master]\nlisten = \"nowhere\"\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[master]\nlisten = \"nowhere\"\n"), &[], &[]);
         assert!(e.contains("expected an address"), "{e}");
-        let e = resolve_with(Some("[master\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[master\n"), &[], &[]);
         assert!(e.contains("quarry.toml"), "{e}");
-        let e = resolve_with(Some("[raft]\nelection_slot_ms = 100\n"), &[], &[])
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(Some("[raft]\nelection_slot_ms = 100\n"), &[], &[]);
         assert!(e.contains("election_slot_ms"), "{e}");
     }
 
@@ -1950,9 +1933,7 @@ mod tests {
     fn zero_is_refused_where_it_makes_no_sense() {
         for (section, name) in POSITIVE {
             let key = find_key(section, name).expect("POSITIVE names a key");
-            let e = resolve_with(None, &[], &[(section, name, "0")])
-                .unwrap_err()
-                .to_string();
+            let e = resolve_err(None, &[], &[(section, name, "0")]);
             assert!(e.contains(&format!("{} = 0 (from flag", key.name)), "{e}");
             assert!(e.contains("must not be 0"), "{e}");
         }
