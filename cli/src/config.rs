@@ -772,7 +772,7 @@ pub static KEYS: &[Key] = &[
         Kind::Bytes,
         CLIENTS,
         || Dflt::Int(quarry_fs::MountOptions::default().buffer_budget_bytes as u64),
-        "Dirty-data limit: write-buffer memory across all open files of the mount; writers wait beyond it.",
+        "Dirty-data limit: write-buffer memory (buffered and in flight) across all open files of the mount; beyond it writes go straight to the replicas.",
     ),
     tun(
         "client",
