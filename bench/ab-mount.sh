@@ -22,18 +22,10 @@ log() { echo "[ab-mount] $*" >&2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/quarry-ab.XXXXXX")
 mkdir -p "$OUT"
-QPID=
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/quarry-up.sh"
 stop() {
-  if [[ -n $QPID ]] && kill -0 "$QPID" 2>/dev/null; then
-    kill -TERM "$QPID"
-    for _ in $(seq 1 300); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$QPID" 2>/dev/null && kill -KILL "$QPID"
-    wait "$QPID" 2>/dev/null || true
-  fi
-  QPID=
-  if grep -q " $TMP/mnt " /proc/mounts; then
-    fusermount3 -u "$TMP/mnt" 2>/dev/null || umount -l "$TMP/mnt"
-  fi
+  quarry_up_stop "$TMP/mnt"
   rm -rf "$TMP/data"
 }
 trap 'stop; rm -rf "$TMP"' EXIT
@@ -44,15 +36,7 @@ cp "$B" "$TMP/quarry-B"
 : > "$OUT/results.jsonl"
 run_one() { # label
   local bin=$TMP/quarry-$1
-  mkdir -p "$TMP/mnt"
-  "$bin" up --data "$TMP/data" --mount "$TMP/mnt" > "$TMP/up-$1.log" 2>&1 &
-  QPID=$!
-  local deadline=$((SECONDS + 60))
-  until grep -q " $TMP/mnt " /proc/mounts; do
-    kill -0 "$QPID" 2>/dev/null || { cat "$TMP/up-$1.log" >&2; exit 1; }
-    ((SECONDS < deadline)) || { log "no mount after 60 s"; exit 1; }
-    sleep 0.2
-  done
+  quarry_up_start "$bin" "$TMP/data" "$TMP/mnt" "$TMP/up-$1.log" || exit 1
   "$bin" bench --mount "$TMP/mnt" --clients 1 --big-mib "$BIG_MIB" --files "$FILES" \
     --only "$ONLY" --json | sed "s/^{/{\"bin\":\"$1\",/" >> "$OUT/results.jsonl"
   stop

@@ -55,19 +55,11 @@ fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/quarry-agree.XXXXXX")
 mkdir -p "$OUT" "$TMP/qmnt"
-QPID=
+. "$HERE/quarry-up.sh"
 cleanup() {
   local rc=$?
   set +e
-  if [[ -n $QPID ]] && kill -0 "$QPID" 2>/dev/null; then
-    kill -TERM "$QPID"
-    for _ in $(seq 1 300); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$QPID" 2>/dev/null && kill -KILL "$QPID"
-    wait "$QPID" 2>/dev/null
-  fi
-  if grep -q " $TMP/qmnt " /proc/mounts; then
-    fusermount3 -u "$TMP/qmnt" 2>/dev/null || umount -l "$TMP/qmnt"
-  fi
+  quarry_up_stop "$TMP/qmnt"
   rm -rf "$TMP"
   exit "$rc"
 }
@@ -76,14 +68,7 @@ trap 'exit 130' INT TERM
 
 cp "$QUARRY_BIN" "$TMP/quarry"
 log "starting quarry up --data $TMP/qdata --mount $TMP/qmnt"
-"$TMP/quarry" up --data "$TMP/qdata" --mount "$TMP/qmnt" > "$TMP/quarry-up.log" 2>&1 &
-QPID=$!
-deadline=$((SECONDS + 60))
-until grep -q " $TMP/qmnt " /proc/mounts; do
-  kill -0 "$QPID" 2>/dev/null || { cat "$TMP/quarry-up.log" >&2; die "quarry up exited"; }
-  ((SECONDS < deadline)) || { cat "$TMP/quarry-up.log" >&2; die "no mount after 60 s"; }
-  sleep 0.2
-done
+quarry_up_start "$TMP/quarry" "$TMP/qdata" "$TMP/qmnt" "$TMP/quarry-up.log" || die "quarry up did not mount"
 echo "quarry_up:$QPID" > "$TMP/pids"
 
 {
