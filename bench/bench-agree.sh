@@ -8,10 +8,12 @@
 #     ROUNDS=3 SEQ_MB=2048 NFILES=10000 bash bench/bench-agree.sh
 #
 # One `quarry up --mount` cluster (3 Raft masters + 3 chunkservers + the FUSE mount, as in
-# bench/fsbench.sh). On that one mount, ROUNDS times in turn:
-#   * the shared harness ../shared/bench/fsbench.sh with TESTS="seq meta", REPS=1, SEQ_MB, NFILES
-#     (what bench/fsbench.sh runs for issue 3's rows);
-#   * `quarry bench --mount MNT --clients 1 --big-mib SEQ_MB --files NFILES --json`.
+# bench/fsbench.sh). On that one mount, ROUNDS times, for the data rows and then the metadata
+# rows, both sides back to back (script first in odd rounds, quarry bench first in even ones):
+#   * the shared harness ../shared/bench/fsbench.sh with REPS=1 and TESTS=seq (SEQ_MB) or
+#     TESTS=meta (NFILES) — what bench/fsbench.sh runs for issue 3's rows;
+#   * `quarry bench --mount MNT --clients 1 --json` with `--only write,read --big-mib SEQ_MB` or
+#     `--only create,stat,rename,unlink --files NFILES`.
 # Then, per pair of rows that measure the same thing, the median of each side and the ratio
 # quarry-bench / script; a pair agrees when the ratio is within [0.8, 1.2]:
 #     write  (1 MiB writes, fsync at the end)      ~ seqwrite_rand (dd bs=1M conv=fsync)
@@ -77,12 +79,14 @@ echo "quarry_up:$QPID" > "$TMP/pids"
 } | tee "$OUT/context.txt" >&2
 : > "$OUT/script.txt"
 : > "$OUT/bench.jsonl"
-for r in $(seq 1 "$ROUNDS"); do
-  log "round $r/$ROUNDS: fsbench.sh (seq meta)"
-  REPS=1 TESTS="seq meta" SEQ_MB=$SEQ_MB NFILES=$NFILES FS_PIDS_FILE=$TMP/pids \
+script_seq() {
+  REPS=1 TESTS=seq SEQ_MB=$SEQ_MB FS_PIDS_FILE=$TMP/pids \
     bash "$SHARED/fsbench.sh" "$TMP/qmnt" script >> "$OUT/script.txt"
-  log "round $r/$ROUNDS: fsbench-meta.py stat loop"
-  d="$TMP/qmnt/agree-stat.$r"
+}
+script_meta() {
+  REPS=1 TESTS=meta NFILES=$NFILES FS_PIDS_FILE=$TMP/pids \
+    bash "$SHARED/fsbench.sh" "$TMP/qmnt" script >> "$OUT/script.txt"
+  local d="$TMP/qmnt/agree-stat.$1" el
   mkdir "$d"
   python3 "$SHARED/fsbench-meta.py" create "$d" "$NFILES" > /dev/null
   python3 "$SHARED/fsbench-meta.py" rename "$d" "$NFILES" > /dev/null
@@ -91,9 +95,26 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "script stat_py $(awk "BEGIN { printf \"%.6g\", $NFILES / $el }") files/s n=1" >> "$OUT/script.txt"
   python3 "$SHARED/fsbench-meta.py" unlink "$d" "$NFILES" > /dev/null
   rmdir "$d"
-  log "round $r/$ROUNDS: quarry bench --mount"
-  "$TMP/quarry" bench --mount "$TMP/qmnt" --clients 1 --big-mib "$SEQ_MB" --files "$NFILES" --json \
+}
+bench_seq() {
+  "$TMP/quarry" bench --mount "$TMP/qmnt" --clients 1 --big-mib "$SEQ_MB" --only write,read --json \
     >> "$OUT/bench.jsonl"
+}
+bench_meta() {
+  "$TMP/quarry" bench --mount "$TMP/qmnt" --clients 1 --files "$NFILES" \
+    --only create,stat,rename,unlink --json >> "$OUT/bench.jsonl"
+}
+# The two sides alternate per group of rows (data, then metadata), and which side goes first
+# alternates per round (A B, B A, ...), so that a change in the machine's load over a few minutes
+# falls on both sides rather than on one.
+for r in $(seq 1 "$ROUNDS"); do
+  if (( r % 2 )); then order="script bench"; else order="bench script"; fi
+  for group in seq meta; do
+    for side in $order; do
+      log "round $r/$ROUNDS: $group: $side"
+      "${side}_${group}" "$r"
+    done
+  done
 done
 echo "# end $(date -u +%FT%TZ) uptime: $(uptime)" | tee -a "$OUT/context.txt" >&2
 kill -0 "$QPID" 2>/dev/null || die "quarry up died during the run (see $TMP/quarry-up.log)"

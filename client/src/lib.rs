@@ -223,6 +223,36 @@ impl Client {
         gid: u32,
         exclusive: bool,
     ) -> Result<Attr, FsError> {
+        self.create_inner(parent, name, mode, uid, gid, exclusive, false)
+            .await
+    }
+
+    /// [`Client::create`] that also takes this client's open hold on the file (see
+    /// [`Client::hold_open`]), in the same request.
+    pub async fn create_held(
+        &self,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    ) -> Result<Attr, FsError> {
+        self.create_inner(parent, name, mode, uid, gid, exclusive, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_inner(
+        &self,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+        hold: bool,
+    ) -> Result<Attr, FsError> {
         self.inner
             .master(&Create {
                 op: self.op(),
@@ -232,6 +262,7 @@ impl Client {
                 uid,
                 gid,
                 exclusive,
+                hold,
             })
             .await
     }

@@ -3,7 +3,9 @@
 //! calls and replies from there (fuser's `Reply*` objects are `Send`).
 //!
 //! Symlinks, hard links, special files and extended attributes go through [`seams`]; open-file
-//! holds are taken at an inode's first open in this mount and dropped at its last release.
+//! holds are taken at an inode's first open in this mount (by the create request itself for a
+//! file this mount creates) and dropped [`HOLD_LINGER`] after its last release, in the
+//! background (an unlink or rename here drops the lingering ones first).
 
 use crate::attr::{self, file_attr, file_type, inode, timestamp};
 use crate::errno::OpError;
@@ -24,7 +26,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
@@ -70,6 +72,9 @@ struct Shared {
     /// it sends, so this mount's holds and unholds of an inode reach the master in order (an
     /// unhold overtaking the next open's hold would let an unlink drop an open file).
     hold_locks: Mutex<HashMap<InodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Inodes no longer open here whose hold on the master is kept until a time (their last
+    /// release plus [`HOLD_LINGER`]). Changed only under the inode's hold lock.
+    lingering: Mutex<HashMap<InodeId, Instant>>,
     /// (size, mtime) of each file as of its last open here: a file opened again unchanged keeps
     /// the kernel's page cache (a warm read stays local); any change, from this mount or
     /// another, moves the mtime and drops it (close-to-open).
@@ -78,6 +83,20 @@ struct Shared {
 
 /// Files whose cache stamps are kept (the map is cleared past this).
 const CACHE_STAMPS_MAX: usize = 65_536;
+
+/// How long a file's open hold outlives its last close in this mount. A close does not wait for
+/// the hold's drop (a Raft commit on the masters): the drops of recent closes go out together in
+/// the background, and an open again within this time needs no new hold. An unlink or rename
+/// through this mount first drops every lingering hold, so a file removed here after its close
+/// goes (or moves to the trash) at once; one removed elsewhere goes up to this much later.
+pub const HOLD_LINGER: Duration = Duration::from_secs(1);
+
+/// How often lingering holds are looked at.
+const LINGER_TICK: Duration = Duration::from_millis(250);
+
+/// Longest wait at unmount for the lingering holds' drops (the rest are dropped when the
+/// masters forget this client).
+const UNMOUNT_DROP_WAIT: Duration = Duration::from_secs(3);
 
 /// The FUSE operations counted in the metrics (those served on the runtime).
 const OPS: &[&str] = &[
@@ -161,16 +180,21 @@ impl QuarryFs {
                 "Bytes accepted by FUSE writes.",
                 &[],
             ),
+            shared: {
+                let shared = Arc::new(Shared {
+                    client,
+                    budget: Arc::new(Semaphore::new(config.buffer_budget_bytes)),
+                    config,
+                    next_handle: AtomicU64::new(1),
+                    handles: Mutex::new(Handles::default()),
+                    hold_locks: Mutex::new(HashMap::new()),
+                    lingering: Mutex::new(HashMap::new()),
+                    cache_stamps: Mutex::new(HashMap::new()),
+                });
+                runtime.spawn(drop_expired_holds(Arc::downgrade(&shared)));
+                shared
+            },
             runtime,
-            shared: Arc::new(Shared {
-                client,
-                budget: Arc::new(Semaphore::new(config.buffer_budget_bytes)),
-                config,
-                next_handle: AtomicU64::new(1),
-                handles: Mutex::new(Handles::default()),
-                hold_locks: Mutex::new(HashMap::new()),
-                cache_stamps: Mutex::new(HashMap::new()),
-            }),
         }
     }
 
@@ -199,6 +223,17 @@ impl QuarryFs {
             done(result);
             stats.latency.observe_since(started);
         });
+    }
+}
+
+/// Drop the holds whose linger time is over, every [`LINGER_TICK`], until the mount is gone.
+async fn drop_expired_holds(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(LINGER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(s) = shared.upgrade() else { return };
+        s.drop_lingering(Some(Instant::now())).await;
     }
 }
 
@@ -287,7 +322,9 @@ impl Shared {
 
     /// Register an open handle of `attr`'s inode; the size is the master's at open unless this
     /// mount holds dirty data for it.
-    async fn open_handle(&self, attr: &Attr, append: bool) -> u64 {
+    /// A new handle on `attr`'s file; `held`: the master already has this mount's hold on it
+    /// (the create request took it).
+    async fn open_handle(&self, attr: &Attr, append: bool, held: bool) -> u64 {
         let lock = self.hold_lock(attr.inode);
         let guard = lock.lock().await;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
@@ -318,8 +355,12 @@ impl Shared {
         open.refresh(attr.size).await;
         if first {
             // The first handle of the inode in this mount: hold it open on the master, so an
-            // unlink keeps its data until the last close here.
-            self.hold(attr.inode, true).await;
+            // unlink keeps its data until the last close here — unless the hold is there
+            // already (taken by the create, or lingering after a recent close).
+            let lingered = self.lingering.lock().unwrap().remove(&attr.inode).is_some();
+            if !held && !lingered {
+                self.hold(attr.inode, true).await;
+            }
         }
         drop(guard);
         self.drop_hold_lock(attr.inode, lock);
@@ -355,7 +396,8 @@ impl Shared {
             stamps.insert(ino, stamp) == Some(stamp)
         };
         Ok((
-            self.open_handle(&attr, flags.0 & libc::O_APPEND != 0).await,
+            self.open_handle(&attr, flags.0 & libc::O_APPEND != 0, false)
+                .await,
             keep,
         ))
     }
@@ -374,9 +416,11 @@ impl Shared {
         let exclusive = flags & libc::O_EXCL != 0;
         let attr = self
             .client
-            .create(parent, &name, mode & 0o7777 & !umask, uid, gid, exclusive)
+            .create_held(parent, &name, mode & 0o7777 & !umask, uid, gid, exclusive)
             .await?;
-        let fh = self.open_handle(&attr, flags & libc::O_APPEND != 0).await;
+        let fh = self
+            .open_handle(&attr, flags & libc::O_APPEND != 0, true)
+            .await;
         Ok((self.view(&attr), fh))
     }
 
@@ -407,11 +451,52 @@ impl Shared {
             }
         };
         if last {
-            self.hold(open.inode, false).await;
+            // Dropped by `drop_lingering` later, unless the file is opened here again first.
+            self.lingering
+                .lock()
+                .unwrap()
+                .insert(open.inode, Instant::now() + HOLD_LINGER);
         }
         drop(guard);
         self.drop_hold_lock(open.inode, lock);
         Ok(res?)
+    }
+
+    /// Drop the lingering holds due by `due` (all of them if `None`), concurrently (the masters
+    /// commit concurrent requests together). Each is dropped under its inode's hold lock, and
+    /// only if no open took it back meanwhile.
+    async fn drop_lingering(self: &Arc<Self>, due: Option<Instant>) {
+        let inodes: Vec<InodeId> = self
+            .lingering
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, until)| due.is_none_or(|d| **until <= d))
+            .map(|(i, _)| *i)
+            .collect();
+        let mut drops = tokio::task::JoinSet::new();
+        for inode in inodes {
+            let s = Arc::clone(self);
+            drops.spawn(async move {
+                let lock = s.hold_lock(inode);
+                let guard = lock.lock().await;
+                let still = s.lingering.lock().unwrap().remove(&inode).is_some();
+                if still {
+                    s.hold(inode, false).await;
+                }
+                drop(guard);
+                s.drop_hold_lock(inode, lock);
+            });
+        }
+        while drops.join_next().await.is_some() {}
+    }
+
+    /// Before an unlink or rename here: drop the holds of files closed here, so that a file
+    /// whose last name this removes goes now, as it would had its close dropped the hold.
+    async fn drop_all_lingering(self: &Arc<Self>) {
+        if !self.lingering.lock().unwrap().is_empty() {
+            self.drop_lingering(None).await;
+        }
     }
 
     /// Take or drop this mount's open hold on `inode`. A failure only costs the unlink-while-open
@@ -466,6 +551,23 @@ impl Shared {
 }
 
 impl Filesystem for QuarryFs {
+    /// At unmount: drop the lingering holds now (waiting at most [`UNMOUNT_DROP_WAIT`]; this
+    /// may run on any thread, so it waits on a channel rather than entering the runtime).
+    fn destroy(&mut self) {
+        if self.shared.lingering.lock().unwrap().is_empty() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = Arc::clone(&self.shared);
+        self.runtime.spawn(async move {
+            s.drop_lingering(None).await;
+            let _ = tx.send(());
+        });
+        if rx.recv_timeout(UNMOUNT_DROP_WAIT).is_err() {
+            tracing::warn!("unmount: open holds of recently closed files not all dropped");
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(nearest) = config.set_max_write(self.shared.config.max_write_bytes) {
             let _ = config.set_max_write(nearest);
@@ -639,6 +741,7 @@ impl Filesystem for QuarryFs {
             "unlink",
             |s| async move {
                 s.check_sticky(uid, inode(parent), &name).await?;
+                s.drop_all_lingering().await;
                 Ok(s.client.unlink(inode(parent), &name).await?)
             },
             |r| match r {
@@ -717,6 +820,7 @@ impl Filesystem for QuarryFs {
                 let flags = rename_flags(flags)?;
                 s.check_sticky(uid, inode(parent), &name).await?;
                 s.check_sticky(uid, inode(newparent), &newname).await?;
+                s.drop_all_lingering().await;
                 Ok(s.client
                     .rename_flags(inode(parent), &name, inode(newparent), &newname, flags)
                     .await?)

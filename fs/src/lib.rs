@@ -18,7 +18,7 @@ mod fs;
 
 pub use errno::{errno, OpError};
 pub use file::FileConfig;
-pub use fs::{FsConfig, QuarryFs};
+pub use fs::{FsConfig, QuarryFs, HOLD_LINGER};
 
 use fuser::{BackgroundSession, MountOption, SessionACL};
 use quarry_client::Client;

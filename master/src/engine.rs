@@ -210,6 +210,19 @@ pub enum Command {
     /// this way so that one log write and one replication round commit them all. Output:
     /// [`Output::Batch`], one result per command. A batch inside a batch is refused.
     Batch(Vec<Command>),
+    /// [`Command::Create`], then the hold of `op.client` on the file it returns (as
+    /// [`Command::HoldOpen`]): a mount's create(2) in one record. Nothing is held when the
+    /// create fails.
+    CreateHeld {
+        op: OpId,
+        parent: InodeId,
+        name: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+        time: Timestamp,
+    },
 }
 
 /// Longest record key, and largest record value, in bytes.
@@ -235,7 +248,8 @@ impl Command {
             | Command::HoldOpen { op, .. }
             | Command::RestoreTrash { op, .. }
             | Command::PurgeTrash { op, .. }
-            | Command::SetGoal { op, .. } => Some(*op),
+            | Command::SetGoal { op, .. }
+            | Command::CreateHeld { op, .. } => Some(*op),
             Command::DropClientHolds { .. }
             | Command::AllocateChunk { .. }
             | Command::BumpVersion { .. }
@@ -570,6 +584,22 @@ impl Engine {
                 time,
                 ..
             } => self.create(*parent, name, *mode, *uid, *gid, *exclusive, *time),
+            Command::CreateHeld {
+                op,
+                parent,
+                name,
+                mode,
+                uid,
+                gid,
+                exclusive,
+                time,
+            } => {
+                let out = self.create(*parent, name, *mode, *uid, *gid, *exclusive, *time)?;
+                if let Output::Attr(attr) = &out {
+                    self.hold_open(attr.inode, op.client, true)?;
+                }
+                Ok(out)
+            }
             Command::Rename {
                 src_parent,
                 src_name,

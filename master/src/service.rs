@@ -1043,8 +1043,8 @@ impl Inner {
 
     async fn create(&self, req: Request<Create>) -> Result<Attr, FsError> {
         let m = req.msg;
-        attr_of(
-            self.submit(Command::Create {
+        let cmd = if m.hold {
+            Command::CreateHeld {
                 op: m.op,
                 parent: m.parent,
                 name: m.name,
@@ -1053,9 +1053,20 @@ impl Inner {
                 gid: m.gid,
                 exclusive: m.exclusive,
                 time: now_ts(),
-            })
-            .await?,
-        )
+            }
+        } else {
+            Command::Create {
+                op: m.op,
+                parent: m.parent,
+                name: m.name,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                exclusive: m.exclusive,
+                time: now_ts(),
+            }
+        };
+        attr_of(self.submit(cmd).await?)
     }
 
     async fn read_dir(&self, req: Request<ReadDir>) -> Result<ReadDirReply, FsError> {

@@ -1561,6 +1561,43 @@ fn drop_client_holds_releases_everything_of_that_client() {
 }
 
 #[test]
+fn create_held_creates_and_holds_in_one_command_once() {
+    let mut e = new();
+    let held = |name: &str, exclusive: bool, seq: u64| Command::CreateHeld {
+        op: op(7, seq),
+        parent: ROOT,
+        name: name.into(),
+        mode: 0o644,
+        uid: 1,
+        gid: 2,
+        exclusive,
+        time: t(50),
+    };
+    let f = attr(apply(&mut e, held("f", true, 1))).inode;
+    assert_eq!(e.held_by(ClientId(7)), vec![f]);
+    // A retry of the same request is answered from the session table: same inode, one hold.
+    assert_eq!(attr(apply(&mut e, held("f", true, 1))).inode, f);
+    assert_eq!(e.held_by(ClientId(7)), vec![f]);
+    // The hold keeps the file after its last name goes; dropping it drops the file.
+    unlink(&mut e, ROOT, "f", 60).unwrap();
+    assert_eq!(e.getattr(f).unwrap().nlink, 0);
+    hold(&mut e, f, 7, false).unwrap();
+    assert_eq!(e.getattr(f), Err(FsError::NotFound));
+    // A failed create holds nothing; a non-exclusive create of an existing file holds it.
+    let g = create(&mut e, ROOT, "g");
+    assert_eq!(
+        apply(&mut e, held("g", true, 2)),
+        Err(FsError::AlreadyExists)
+    );
+    assert_eq!(e.held_by(ClientId(7)), vec![]);
+    assert_eq!(attr(apply(&mut e, held("g", false, 3))).inode, g);
+    assert_eq!(e.held_by(ClientId(7)), vec![g]);
+    mkdir(&mut e, ROOT, "d");
+    assert!(apply(&mut e, held("d", false, 4)).is_err());
+    assert_eq!(e.held_by(ClientId(7)), vec![g]);
+}
+
+#[test]
 fn rename_over_a_held_file_leaves_an_orphan() {
     let mut e = new();
     create(&mut e, ROOT, "a");
@@ -2668,6 +2705,8 @@ enum PathOp {
     SetXattr(Vec<usize>, usize, usize, u8),
     RemoveXattr(Vec<usize>, usize),
     Hold(Vec<usize>, u64),
+    /// Create (exclusive or not) and hold for a client, in one command.
+    CreateHeld(Vec<usize>, bool, u64),
     /// Release by inode number (orphans have no path).
     Release(u64, u64),
     DropClient(u64),
@@ -2704,6 +2743,7 @@ fn op_strategy() -> impl Strategy<Value = PathOp> {
         2 => (path_strategy(), 0..XNAMES.len(), 0..4usize, 0..3u8).prop_map(|(p, n, l, f)| PathOp::SetXattr(p, n, l, f)),
         1 => (path_strategy(), 0..XNAMES.len()).prop_map(|(p, n)| PathOp::RemoveXattr(p, n)),
         2 => (path_strategy(), 1..4u64).prop_map(|(p, c)| PathOp::Hold(p, c)),
+        2 => (path_strategy(), any::<bool>(), 1..4u64).prop_map(|(p, x, c)| PathOp::CreateHeld(p, x, c)),
         2 => (2..30u64, 1..4u64).prop_map(|(i, c)| PathOp::Release(i, c)),
         1 => (1..4u64).prop_map(PathOp::DropClient),
         1 => any::<bool>().prop_map(PathOp::Trash),
@@ -2754,6 +2794,20 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
         },
         PathOp::Create(p, exclusive) => Command::Create {
             op: o0,
+            parent: parent(p),
+            name: name(p),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            exclusive: *exclusive,
+            time,
+        },
+        PathOp::CreateHeld(p, exclusive, c) => Command::CreateHeld {
+            // Sequence numbers above those of `ClientRetry`, increasing with the step.
+            op: OpId {
+                client: ClientId(*c),
+                seq: 1_000 + step as u64,
+            },
             parent: parent(p),
             name: name(p),
             mode: 0o644,

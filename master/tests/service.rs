@@ -54,6 +54,7 @@ async fn new_namespace_rpcs_are_routed() {
                 uid: 1,
                 gid: 1,
                 exclusive: true,
+                hold: false,
             },
         )
         .await
@@ -234,21 +235,12 @@ async fn new_namespace_rpcs_are_routed() {
                 uid: 1,
                 gid: 1,
                 exclusive: true,
+                // Created and held by the caller (op's client, 77) in one request.
+                hold: true,
             },
         )
         .await
         .unwrap();
-    c.call(
-        M,
-        &HoldOpen {
-            op: op(),
-            inode: g.inode,
-            client: ClientId(5),
-            hold: true,
-        },
-    )
-    .await
-    .unwrap();
     c.call(
         M,
         &Unlink {
@@ -260,7 +252,7 @@ async fn new_namespace_rpcs_are_routed() {
     .await
     .unwrap();
     assert!(c.call(M, &GetAttr { inode: g.inode }).await.is_ok());
-    master.drop_client_holds(ClientId(5)).await.unwrap();
+    master.drop_client_holds(ClientId(77)).await.unwrap();
     assert_eq!(
         c.call(M, &GetAttr { inode: g.inode }).await,
         Err(FsError::NotFound)
@@ -279,6 +271,7 @@ async fn create(c: &RpcClient, parent: InodeId, name: &str) -> quarry_proto::Att
             uid: 0,
             gid: 0,
             exclusive: true,
+            hold: false,
         },
     )
     .await

@@ -51,7 +51,9 @@ pub struct Mkdir {
 rpc!(Mkdir => Attr, Mkdir, [Client, Master]);
 
 /// Create a regular file. With `exclusive` an existing name is `AlreadyExists`; without, an
-/// existing regular file is returned as it is.
+/// existing regular file is returned as it is. With `hold`, the same request also records the
+/// caller's open hold on the file (as [`HoldOpen`] for `op.client` would): a mount's create(2)
+/// is one request and one log record instead of two.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Create {
     pub op: OpId,
@@ -61,6 +63,7 @@ pub struct Create {
     pub uid: u32,
     pub gid: u32,
     pub exclusive: bool,
+    pub hold: bool,
 }
 rpc!(Create => Attr, Create, [Client, Master]);
 

@@ -2,8 +2,8 @@
 //!
 //! Tables (see `docs/raft.md`): `raft_log` maps a log index to postcard(openraft `Entry`);
 //! `raft_meta` holds postcard values under the keys `vote`, `committed` and `last_purged`. Every
-//! write is one redb transaction committed with `Durability::Immediate` (fsynced) before openraft
-//! hears of it: `save_vote` returns, and `append` signals its `LogFlushed` callback, only after
+//! write but `save_committed` is one redb transaction committed with `Durability::Immediate`
+//! (fsynced) before openraft hears of it: `save_vote` returns, and `append` signals its `LogFlushed` callback, only after
 //! the commit. Writes run on the blocking pool, one at a time (openraft awaits each), so vote and
 //! log writes stay in order.
 //!
@@ -113,11 +113,21 @@ impl LogStore {
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), std::io::Error> + Send + 'static,
     {
+        self.write_with(redb::Durability::Immediate, f).await
+    }
+
+    /// Run one write transaction on the blocking pool and commit it with `durability`:
+    /// `Immediate` returns after the fsync; `None` makes the change visible at once and durable
+    /// with the next `Immediate` commit (lost if the process dies before one).
+    async fn write_with<F>(&self, durability: redb::Durability, f: F) -> Result<(), std::io::Error>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), std::io::Error> + Send + 'static,
+    {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(io)?;
+            let mut txn = db.begin_write().map_err(io)?;
+            txn.set_durability(durability).map_err(io)?;
             f(&txn)?;
-            // Durability::Immediate is redb's default: commit returns after the fsync.
             txn.commit().map_err(io)
         })
         .await
@@ -204,9 +214,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(KEY_COMMITTED, &committed)
-            .await
-            .map_err(|e| StorageIOError::write(&e))?;
+        // openraft awaits this before applying each commit, so an fsync here would be a third
+        // one on every write's critical path (after the leader's and a follower's log appends).
+        // The committed id is only a hint for startup (re-apply what is known committed at
+        // once); an older one is safe, so it is written without an fsync and becomes durable
+        // with the next log append or vote.
+        let bytes = encode(&committed).map_err(|e| StorageIOError::write(&e))?;
+        self.write_with(redb::Durability::None, move |txn| {
+            let mut t = txn.open_table(META).map_err(io)?;
+            t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageIOError::write(&e))?;
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
