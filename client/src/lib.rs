@@ -47,6 +47,13 @@ impl ClientConfig {
 /// Bytes read from chunkservers per request.
 pub const READ_PIECE_BYTES: u64 = 8 << 20;
 
+/// How long a new client asks every master at once who leads (see [`Client::connect`]).
+const FIND_LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// After the first master that says it leads, how long to wait for the others' answers (two may
+/// say so while an old leader is cut off; the higher term wins).
+const FIND_LEADER_GRACE: Duration = Duration::from_millis(100);
+
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -98,6 +105,7 @@ impl Client {
             grants: Mutex::new(Default::default()),
             read_turn: AtomicU64::new(rand::random()),
         };
+        inner.find_leader().await;
         inner.info = inner.master(&ClusterInfo {}).await?;
         if inner.info.chunk_size == 0 {
             return Err(FsError::Protocol("master reported chunk size 0".into()));
@@ -812,6 +820,53 @@ impl Client {
 }
 
 impl Inner {
+    /// With several masters, ask them all at once who leads and start with that one, rather
+    /// than trying them in the configured order (a first master that is down or cut off would
+    /// cost a whole connect or RPC timeout before the next is tried). Bounded by
+    /// [`FIND_LEADER_WAIT`]; without an answer naming a leader, the first master that answered
+    /// at all is tried first, and without any answer the configured order stands.
+    async fn find_leader(&self) {
+        let masters = self.master_hint.lock().unwrap().0.clone();
+        if masters.len() < 2 {
+            return;
+        }
+        let rpc = self.rpc.clone().with_timeout(FIND_LEADER_WAIT);
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, addr) in masters.into_iter().enumerate() {
+            let rpc = rpc.clone();
+            asks.spawn(async move { (i, rpc.call(&addr, &MasterInfo {}).await) });
+        }
+        let started = Instant::now();
+        let mut deadline = started + FIND_LEADER_WAIT;
+        // (term, index) of the best leader so far, and the first master that answered.
+        let mut leader: Option<(u64, usize)> = None;
+        let mut first_answer = None;
+        loop {
+            let next = tokio::time::timeout_at(deadline.into(), asks.join_next()).await;
+            let Ok(Some(Ok((i, answer)))) = next else {
+                break; // all answered, or out of time
+            };
+            let Ok(status) = answer else { continue };
+            first_answer.get_or_insert(i);
+            if status.role == "leader" && leader.is_none_or(|(term, _)| status.term > term) {
+                if leader.is_none() {
+                    deadline = deadline.min(Instant::now() + FIND_LEADER_GRACE);
+                }
+                leader = Some((status.term, i));
+            }
+        }
+        asks.abort_all();
+        if let Some(i) = leader.map(|(_, i)| i).or(first_answer) {
+            self.master_hint.lock().unwrap().1 = i;
+        }
+        tracing::debug!(
+            leader = ?leader,
+            first_answer = ?first_answer,
+            elapsed = ?started.elapsed(),
+            "asked the masters who leads"
+        );
+    }
+
     /// Call the master, retrying on unavailability within the retry deadline. Mutating requests
     /// carry their OpId, so a retry is applied once.
     async fn master<R: quarry_proto::Rpc + Clone>(&self, req: &R) -> Result<R::Response, FsError> {

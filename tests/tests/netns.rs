@@ -731,8 +731,10 @@ fn cut_off_nodes_and_heal() {
     let (leader_addr, old_term, _) = converged(&status, 3).expect("converged before the cut");
     let old_leader = lab.node_at(&leader_addr);
     lab.cut(&old_leader);
-    // A client lists every master; this one lists the reachable ones first so that each
-    // command below does not first wait out its 30 s RPC timeout on the unreachable one.
+    // A client lists every master; this one lists the reachable ones first. A new client asks
+    // every master who leads, but until a new leader is elected no reachable master says it
+    // does, and one listed first that cannot be reached would cost each command below its 30 s
+    // RPC timeout.
     let mut reordered: Vec<String> = master_list
         .iter()
         .filter(|a| **a != leader_addr)
