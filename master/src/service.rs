@@ -1459,7 +1459,7 @@ impl Inner {
         let version = ChunkVersion(current.0 + 1);
         let rpc = self.rpc()?;
         // Phase 1: every replica moves to the new version (or is created at it).
-        let calls = replicas.clone().into_iter().map(|r| {
+        let bump = |r: ServerRef| {
             let rpc = rpc.clone();
             let replicas = replicas.clone();
             async move {
@@ -1477,10 +1477,22 @@ impl Inner {
                     .await;
                 (r, res)
             }
-        });
+        };
+        // Re-granting to a primary whose lease may still be in use: bump it alone first. Its
+        // bump waits for the chunk lock, which a mutation holds until every secondary answered,
+        // so once it returns no mutation at the old version is in flight and none can start.
+        // Bumping all at once let a secondary reach the new version while the primary was still
+        // forwarding an old-version mutation: the primary kept the record, the secondary refused
+        // it as stale, and the two stayed replicas with different bytes (append.rs, CI).
+        let mut results = Vec::new();
+        let mut rest = replicas.clone();
+        if current_primary.is_some() {
+            results.push(bump(rest.remove(0)).await);
+        }
+        results.extend(futures_join_all(rest.into_iter().map(bump)).await);
         let mut ok: Vec<ServerRef> = Vec::new();
         let mut failed: Vec<ServerRef> = Vec::new();
-        for (r, res) in futures_join_all(calls).await {
+        for (r, res) in results {
             match res {
                 Ok(()) => ok.push(r),
                 Err(e) => {
