@@ -94,8 +94,8 @@ pub const HOLD_LINGER: Duration = Duration::from_secs(1);
 /// How often lingering holds are looked at.
 const LINGER_TICK: Duration = Duration::from_millis(250);
 
-/// Longest wait at unmount for the lingering holds' drops (the rest are dropped when the
-/// masters forget this client).
+/// Longest wait at unmount for the lingering holds' drops. Any not dropped by then stay on the
+/// masters: nothing yet expires the holds of a client that went away (a known gap).
 const UNMOUNT_DROP_WAIT: Duration = Duration::from_secs(3);
 
 /// The FUSE operations counted in the metrics (those served on the runtime).
