@@ -58,6 +58,7 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/quarry-agree.XXXXXX")
 mkdir -p "$OUT" "$TMP/qmnt"
 . "$HERE/quarry-up.sh"
+bench_inputs_need
 cleanup() {
   local rc=$?
   set +e

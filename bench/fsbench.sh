@@ -139,6 +139,8 @@ cp "$QUARRY_BIN" "$TMP/quarry"
 QUARRY_SRC=$(readlink -f "$QUARRY_BIN")
 QUARRY_BIN=$TMP/quarry
 
+. "$HERE/quarry-up.sh"
+bench_inputs_need
 # ------------------------------------------------------------------ Quarry cluster + mount
 log "starting quarry up --data $TMP/qdata --mount $TMP/qmnt (nice $NICE)"
 nice -n "$NICE" "$QUARRY_BIN" up --data "$TMP/qdata" --mount "$TMP/qmnt" > "$TMP/quarry-up.log" 2>&1 &

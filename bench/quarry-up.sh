@@ -4,6 +4,9 @@
 #                                      is in /proc/mounts; sets QPID
 #   quarry_up_stop MNT                 SIGTERM (quarry up unmounts first), SIGKILL after 60 s,
 #                                      then unmount MNT if a killed process left it mounted
+#   bench_inputs_need                  install what the shared harness reads its inputs from
+#                                      (Debian's linux-source-6.1 for the kernel tarball, which
+#                                      ../shared/bench/fsbench.sh builds before any test)
 QPID=
 quarry_up_start() {
   local bin=$1 data=$2 mnt=$3 log=$4
@@ -28,5 +31,12 @@ quarry_up_stop() {
   QPID=
   if grep -q " $mnt " /proc/mounts; then
     fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
+  fi
+}
+bench_inputs_need() {
+  if ! ls /usr/src/linux-source-*.tar.xz > /dev/null 2>&1 \
+    && [[ ! -s ${LINUX_TAR:-/tmp/fsbench/linux.tar} && ! -s ${FSBENCH_SRC:-/tmp/fsbench/src}/linux-core.tar ]]; then
+    echo "installing linux-source-6.1 (the shared harness's kernel tarball)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-source-6.1 >&2
   fi
 }
