@@ -503,6 +503,14 @@ pub static KEYS: &[Key] = &[
         || Dflt::Int(RaftConfig::default().request_timeout_ms),
         "Bound on one replicated write, linearizable read or membership change.",
     ),
+    tun(
+        "raft",
+        "read_lease_ms",
+        Kind::Millis,
+        SERVERS,
+        || Dflt::Int(RaftConfig::default().read_lease_ms),
+        "How long after the leader confirmed its leadership with a quorum it serves metadata reads without confirming again (a leader lease; 0: confirm every read). At most half of election_timeout_ms.",
+    ),
     // [cluster]
     tun(
         "cluster",
@@ -1158,6 +1166,7 @@ pub struct RaftSection {
     pub snapshot_keep_entries: u64,
     pub install_snapshot_timeout_ms: u64,
     pub raft_request_timeout_ms: u64,
+    pub read_lease_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1386,6 +1395,15 @@ impl Config {
             "election_timeout_ms",
             "must be longer than raft_heartbeat_ms",
         )?;
+        check(
+            r.read_lease_ms * 2 <= r.election_timeout_ms,
+            "raft",
+            "read_lease_ms",
+            &format!(
+                "must be at most half of election_timeout_ms ({} ms)",
+                r.election_timeout_ms
+            ),
+        )?;
         let cl = &self.client;
         check(
             (4096..=16 << 20).contains(&cl.max_write_bytes),
@@ -1450,6 +1468,7 @@ impl Config {
             max_in_snapshot_log_to_keep: r.snapshot_keep_entries,
             install_snapshot_timeout_ms: r.install_snapshot_timeout_ms,
             request_timeout_ms: r.raft_request_timeout_ms,
+            read_lease_ms: r.read_lease_ms,
             chunk_size: self.master.chunk_size,
             root_goal: self.master.replication,
             ..RaftConfig::default()

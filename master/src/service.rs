@@ -1734,6 +1734,16 @@ impl Inner {
                 "Voting members of the Raft group.",
                 m.voters.len() as u64,
             );
+            g(
+                "quarry_master_raft_lease_reads",
+                "Metadata reads served under the leader's read lease, without a quorum round.",
+                m.lease_reads,
+            );
+            g(
+                "quarry_master_raft_confirmed_reads",
+                "Metadata reads that confirmed leadership with a quorum first.",
+                m.confirmed_reads,
+            );
             for role in ["leader", "candidate", "follower", "learner", "shutdown"] {
                 reg.gauge(
                     "quarry_master_raft_role",

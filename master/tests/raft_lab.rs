@@ -36,6 +36,7 @@ fn lab_config() -> RaftConfig {
         snapshot_chunk_bytes: 64 << 10,
         install_snapshot_timeout_ms: 1_000,
         request_timeout_ms: 1_500,
+        read_lease_ms: 100,
         chunk_size: 1 << 20,
         root_goal: 3,
     }
@@ -825,6 +826,85 @@ async fn retry_across_leader_change_applies_once() {
             1 + 6,
             "seed {seed}: a retry applied twice"
         );
+        c.shutdown().await;
+    }
+}
+
+/// Reads within `read_lease_ms` of a successful confirmation round skip the quorum round. A
+/// leader cut off from the majority serves reads only until its lease ends (the lease counts
+/// from the start of its last round, which began before the cut), and never one that misses a
+/// write the new majority acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_reads_skip_the_round_and_end_with_the_lease() {
+    for seed in [81, 82] {
+        let config = lab_config();
+        let lease = Duration::from_millis(config.read_lease_ms);
+        let c = Cluster::new(3, seed, config).await;
+        let (old, _) = c.wait_leader(&[1, 2, 3], SECS_5).await;
+        c.write(mkdir(1), SECS_5).await.unwrap();
+        let node = c.node(old);
+        let before = node.metrics();
+        for _ in 0..50 {
+            assert_eq!(node.read_linearizable(|e| has(e, 1)).await, Ok(true));
+        }
+        let m = node.metrics();
+        let lease_reads = m.lease_reads - before.lease_reads;
+        let confirmed = m.confirmed_reads - before.confirmed_reads;
+        assert_eq!(lease_reads + confirmed, 50, "seed {seed}");
+        assert!(
+            lease_reads > 0,
+            "seed {seed}: no read used the lease ({confirmed} confirmed)"
+        );
+
+        // Cut the leader off and keep reading at it while the other two elect a leader and
+        // commit d2.
+        let others: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+        let old_addr = addr(old);
+        let other_addrs: Vec<String> = others.iter().map(|&i| addr(i)).collect();
+        let cut = Instant::now();
+        c.net.partition(
+            &[old_addr.as_str()],
+            &other_addrs.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        );
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let reads = async {
+            let mut served = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let start = Instant::now();
+                if let Ok(saw_d2) = node.read_linearizable(|e| has(e, 2)).await {
+                    served.push((start, saw_d2));
+                }
+                tokio::task::yield_now().await;
+            }
+            served
+        };
+        let commit = async {
+            let (new, _) = c.wait_leader(&others, SECS_5).await;
+            assert_ne!(new, old, "seed {seed}");
+            let deadline = Instant::now() + SECS_5;
+            loop {
+                match c.node(new).write(mkdir(2)).await {
+                    Ok(_) => break,
+                    Err(e) => assert!(Instant::now() < deadline, "seed {seed}: d2: {e:?}"),
+                }
+            }
+            let acked = Instant::now();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            acked
+        };
+        let (served, acked) = tokio::join!(reads, commit);
+        for (start, saw_d2) in served {
+            assert!(
+                start < cut + lease,
+                "seed {seed}: the cut-off leader served a read {:?} after the cut",
+                start - cut
+            );
+            assert!(
+                start < acked || saw_d2,
+                "seed {seed}: a read that began after d2 was acknowledged missed it"
+            );
+        }
+        c.net.heal();
         c.shutdown().await;
     }
 }

@@ -79,6 +79,35 @@ async fn log_store_survives_reopen() {
     assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
 }
 
+/// `save_committed` writes nothing by itself: the id rides along with the next transaction, or
+/// is written by `flush_committed`; a crash before either leaves the older id, which is safe.
+#[tokio::test]
+async fn committed_id_is_written_with_the_next_transaction_or_at_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = LogStore::open(dir.path()).unwrap();
+        let entries = (1..=10).map(|i| normal(1, i, i));
+        log.blocking_append(entries).await.unwrap();
+        log.save_committed(Some(log_id(1, 1, 4))).await.unwrap();
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        log.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
+        // Read back at once, before any write.
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 6)));
+        assert_eq!(log.committed_index(), 6);
+        // Dropped without a write or a flush: a crash.
+    }
+    {
+        let mut log = LogStore::open(dir.path()).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
+        log.save_committed(Some(log_id(1, 1, 8))).await.unwrap();
+        log.flush_committed().unwrap();
+        log.flush_committed().unwrap(); // nothing left to write
+    }
+    let mut log = LogStore::open(dir.path()).unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 8)));
+    assert_eq!(log.committed_index(), 8);
+}
+
 #[tokio::test]
 async fn snapshot_is_persisted_and_reloaded() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,9 +2,10 @@
 //!
 //! Tables (see `docs/raft.md`): `raft_log` maps a log index to postcard(openraft `Entry`);
 //! `raft_meta` holds postcard values under the keys `vote`, `committed` and `last_purged`. Every
-//! write but `save_committed` is one redb transaction committed with `Durability::Immediate`
-//! (fsynced) before openraft hears of it: `save_vote` returns, and `append` signals its `LogFlushed` callback, only after
-//! the commit. Writes run on the blocking pool, one at a time (openraft awaits each), so vote and
+//! write is one redb transaction committed with `Durability::Immediate` (fsynced) before
+//! openraft hears of it: `save_vote` returns, and `append` signals its `LogFlushed` callback,
+//! only after the commit. `save_committed` writes nothing by itself: the newest committed id
+//! rides along with the next of those transactions (and with `flush_committed` at shutdown). Writes run on the blocking pool, one at a time (openraft awaits each), so vote and
 //! log writes stay in order.
 //!
 //! Must not depend on the engine, the state machine or the network: it stores opaque entries.
@@ -19,7 +20,7 @@ use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -38,6 +39,8 @@ pub struct LogStore {
     db: Arc<Database>,
     /// The last committed index saved (for metrics).
     committed: Arc<AtomicU64>,
+    /// The newest committed id handed to `save_committed` and not yet written (postcard).
+    committed_unwritten: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Debug for LogStore {
@@ -80,6 +83,7 @@ impl LogStore {
         let store = LogStore {
             db: Arc::new(db),
             committed: Arc::new(AtomicU64::new(0)),
+            committed_unwritten: Arc::new(Mutex::new(None)),
         };
         let committed: Option<LogId> = store.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten();
         store
@@ -108,30 +112,41 @@ impl LogStore {
         }
     }
 
-    /// Run one write transaction on the blocking pool and commit it durably.
+    /// Run one write transaction on the blocking pool and commit it durably, with the newest
+    /// committed id not yet written (if any) in the same transaction.
     async fn write<F>(&self, f: F) -> Result<(), std::io::Error>
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), std::io::Error> + Send + 'static,
     {
-        self.write_with(redb::Durability::Immediate, f).await
-    }
-
-    /// Run one write transaction on the blocking pool and commit it with `durability`:
-    /// `Immediate` returns after the fsync; `None` makes the change visible at once and durable
-    /// with the next `Immediate` commit (lost if the process dies before one).
-    async fn write_with<F>(&self, durability: redb::Durability, f: F) -> Result<(), std::io::Error>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> Result<(), std::io::Error> + Send + 'static,
-    {
         let db = self.db.clone();
+        let committed = self.committed_unwritten.lock().expect("poisoned").take();
         tokio::task::spawn_blocking(move || {
             let mut txn = db.begin_write().map_err(io)?;
-            txn.set_durability(durability).map_err(io)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(io)?;
             f(&txn)?;
+            if let Some(bytes) = committed {
+                let mut t = txn.open_table(META).map_err(io)?;
+                t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io)?;
+            }
             txn.commit().map_err(io)
         })
         .await
         .map_err(io)?
+    }
+
+    /// Write the newest committed id handed to `save_committed`, if it is not written yet
+    /// (at shutdown: a restart then re-applies everything known committed at once).
+    pub fn flush_committed(&self) -> Result<(), std::io::Error> {
+        let Some(bytes) = self.committed_unwritten.lock().expect("poisoned").take() else {
+            return Ok(());
+        };
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = txn.open_table(META).map_err(io)?;
+            t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io)?;
+        }
+        txn.commit().map_err(io)
     }
 
     async fn write_meta<T: Serialize>(
@@ -214,19 +229,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // openraft awaits this before applying each commit, so an fsync here would be a third
-        // one on every write's critical path (after the leader's and a follower's log appends).
-        // The committed id is only a hint for startup (re-apply what is known committed at
-        // once); an older one is safe, so it is written without an fsync and becomes durable
-        // with the next log append or vote.
+        // openraft awaits this before applying each commit, so any write here would sit on
+        // every write's critical path (after the leader's and a follower's log appends). The
+        // committed id is only a hint for startup (re-apply what is known committed at once);
+        // an older one is safe, so it is kept here and written with the next transaction
+        // (append, vote, truncate, purge) or at shutdown.
         let bytes = encode(&committed).map_err(|e| StorageIOError::write(&e))?;
-        self.write_with(redb::Durability::None, move |txn| {
-            let mut t = txn.open_table(META).map_err(io)?;
-            t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io)?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageIOError::write(&e))?;
+        *self.committed_unwritten.lock().expect("poisoned") = Some(bytes);
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
@@ -234,10 +243,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .read_meta::<Option<LogId>>(KEY_COMMITTED)
-            .map_err(|e| StorageIOError::read(&e))?
-            .flatten())
+        let unwritten = self.committed_unwritten.lock().expect("poisoned").clone();
+        match unwritten {
+            Some(bytes) => decode(&bytes).map_err(|e| StorageIOError::read(&e).into()),
+            None => Ok(self
+                .read_meta::<Option<LogId>>(KEY_COMMITTED)
+                .map_err(|e| StorageIOError::read(&e))?
+                .flatten()),
+        }
     }
 
     async fn append<I>(

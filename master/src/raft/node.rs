@@ -15,8 +15,8 @@ use quarry_proto::{FsError, Timestamp};
 use quarry_transport::RpcClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -61,6 +61,12 @@ pub struct RaftConfig {
     pub install_snapshot_timeout_ms: u64,
     /// Bound on `write`, `read_linearizable` and membership changes.
     pub request_timeout_ms: u64,
+    /// How long after a leadership confirmation round began the leader serves linearizable
+    /// reads from its own state without another round (a leader lease, Raft thesis §6.4.1);
+    /// 0 confirms every read. At most half of `election_timeout_base_ms`: a follower that
+    /// acknowledged the round refuses every vote for its own maximum election timeout after
+    /// it, so no other leader can exist until well after the lease ends.
+    pub read_lease_ms: u64,
     /// Initial engine: chunk size and root replication goal.
     pub chunk_size: u64,
     pub root_goal: u32,
@@ -84,6 +90,7 @@ impl Default for RaftConfig {
             snapshot_chunk_bytes: 1 << 20,
             install_snapshot_timeout_ms: 5_000,
             request_timeout_ms: 5_000,
+            read_lease_ms: 200,
             chunk_size: quarry_proto::DEFAULT_CHUNK_SIZE,
             root_goal: 3,
         }
@@ -126,6 +133,12 @@ impl RaftConfig {
             self.election_slot_ms,
             self.election_jitter_ms,
             self.min_election_gap_ms()
+        );
+        anyhow::ensure!(
+            self.read_lease_ms * 2 <= self.election_timeout_base_ms,
+            "read lease {} ms is more than half the election timeout {} ms",
+            self.read_lease_ms,
+            self.election_timeout_base_ms
         );
         anyhow::ensure!(
             self.snapshot_chunk_bytes > 0
@@ -183,6 +196,10 @@ pub struct RaftMetricsView {
     pub voters: BTreeMap<NodeId, String>,
     pub snapshots_built: u64,
     pub snapshots_installed: u64,
+    /// Linearizable reads served under the read lease, and those that confirmed leadership
+    /// with a quorum first, since this node started.
+    pub lease_reads: u64,
+    pub confirmed_reads: u64,
 }
 
 /// One master's running Raft.
@@ -197,6 +214,24 @@ pub struct RaftNode {
     request_timeout: Duration,
     /// Writes go through the batcher task.
     submit: mpsc::Sender<Submission>,
+    read_lease: Duration,
+    /// The newest leadership confirmation, while it may still serve reads.
+    lease: Mutex<Option<ReadLease>>,
+    lease_reads: AtomicU64,
+    confirmed_reads: AtomicU64,
+}
+
+/// Reads may be served locally until `until`, while this node is still the leader of `term`:
+/// a quorum acknowledged heartbeats of `term` sent after `until - read_lease`, and each of
+/// those voters refuses any candidate for at least its own election timeout after it heard one
+/// (openraft's leader lease), which is at least twice the read lease. Everything committed
+/// before the confirmation round began was applied by its end, and what this leader commits
+/// after is applied here before it is acknowledged, so the local engine is as new as any read
+/// that starts within the lease may observe.
+#[derive(Clone, Copy, Debug)]
+struct ReadLease {
+    term: u64,
+    until: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -315,6 +350,10 @@ impl RaftNode {
             counters,
             request_timeout,
             submit,
+            read_lease: Duration::from_millis(config.read_lease_ms),
+            lease: Mutex::new(None),
+            lease_reads: AtomicU64::new(0),
+            confirmed_reads: AtomicU64::new(0),
         })
     }
 
@@ -361,15 +400,30 @@ impl RaftNode {
     /// state machine has applied everything committed before the call, then run `read` on the
     /// engine: a linearizable read. A confirmation round that misses its quorum (lost messages)
     /// is tried again until the request timeout; `NotLeader` at once on a follower.
+    ///
+    /// Within `read_lease_ms` of the start of a confirmation round that succeeded, while this
+    /// node is still the leader of that round's term, the read needs no new round (see
+    /// [`ReadLease`]).
     pub async fn read_linearizable<T>(
         &self,
         read: impl FnOnce(&Engine) -> T,
     ) -> Result<T, FsError> {
+        if self.lease_valid(tokio::time::Instant::now()).await {
+            self.lease_reads.fetch_add(1, Ordering::Relaxed);
+            return Ok(read(&self.engine.read().expect("poisoned")));
+        }
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // The round's heartbeats are sent after this instant, so the lease counts from it.
+            let started = tokio::time::Instant::now();
+            let term = self.leader_term().await;
             let err = match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => return Ok(read(&self.engine.read().expect("poisoned"))),
+                Ok(Ok(_)) => {
+                    self.extend_lease(term, started).await;
+                    self.confirmed_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(read(&self.engine.read().expect("poisoned")));
+                }
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                     return Err(not_leader(f.leader_node))
                 }
@@ -386,6 +440,44 @@ impl RaftNode {
             }
             tokio::time::sleep(READ_RETRY_PAUSE).await;
         }
+    }
+
+    /// The term this node leads, if it is the leader. Asked of openraft's core in line with the
+    /// messages it handles (not from its metrics, which it publishes once per batch of
+    /// messages): once a vote for a newer candidate was granted here, this says so, before any
+    /// entry of that candidate's term can be acknowledged by this node.
+    async fn leader_term(&self) -> Option<u64> {
+        self.raft
+            .with_raft_state(|st| {
+                (st.server_state == ServerState::Leader).then(|| st.vote_ref().leader_id().term)
+            })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// A confirmation round of `term` that began at `started` succeeded: reads may skip the
+    /// round until `started + read_lease`, if this node still leads that term then.
+    async fn extend_lease(&self, term: Option<u64>, started: tokio::time::Instant) {
+        let Some(term) = term else { return };
+        if self.read_lease.is_zero() || self.leader_term().await != Some(term) {
+            return;
+        }
+        let until = started + self.read_lease;
+        let mut lease = self.lease.lock().expect("poisoned");
+        match lease.as_mut() {
+            Some(l) if l.term == term && l.until >= until => {}
+            _ => *lease = Some(ReadLease { term, until }),
+        }
+    }
+
+    /// Whether a read at `now` may be served without a confirmation round: a lease covers
+    /// `now` and this node still leads the lease's term.
+    async fn lease_valid(&self, now: tokio::time::Instant) -> bool {
+        let Some(lease) = *self.lease.lock().expect("poisoned") else {
+            return false;
+        };
+        now < lease.until && self.leader_term().await == Some(lease.term)
     }
 
     /// The engine as applied on this node (possibly stale on a follower): for local reads
@@ -428,6 +520,8 @@ impl RaftNode {
             voters,
             snapshots_built: self.counters.built.load(Ordering::Relaxed),
             snapshots_installed: self.counters.installed.load(Ordering::Relaxed),
+            lease_reads: self.lease_reads.load(Ordering::Relaxed),
+            confirmed_reads: self.confirmed_reads.load(Ordering::Relaxed),
         }
     }
 
@@ -491,6 +585,9 @@ impl RaftNode {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.log
+            .flush_committed()
+            .map_err(|e| anyhow::anyhow!("raft log store: saving the committed id: {e}"))?;
         Ok(())
     }
 }
@@ -506,6 +603,7 @@ mod tests {
             election_timeout_base_ms: 250,
             election_slot_ms: 160,
             election_jitter_ms: 30,
+            read_lease_ms: 100,
             ..RaftConfig::default()
         };
         for config in [RaftConfig::default(), lab] {
@@ -532,6 +630,12 @@ mod tests {
         assert_eq!(RaftConfig::default().election_timeout_range(3), (820, 840));
         let bad = RaftConfig {
             election_jitter_ms: 100,
+            ..RaftConfig::default()
+        };
+        assert!(bad.openraft_config(1).is_err());
+        // A read lease longer than half the shortest election timeout is refused.
+        let bad = RaftConfig {
+            read_lease_ms: 201,
             ..RaftConfig::default()
         };
         assert!(bad.openraft_config(1).is_err());
