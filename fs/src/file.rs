@@ -21,6 +21,7 @@
 
 use bytes::{Bytes, BytesMut};
 use quarry_client::Client;
+use quarry_proto::master::SetAttr;
 use quarry_proto::{FsError, InodeId};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -327,6 +328,25 @@ impl OpenInode {
         st.readahead.clear();
         let attr = self.client.truncate(self.inode, size).await?;
         st.size = attr.size;
+        Ok(attr)
+    }
+
+    /// Set attributes with `req`. When it sets the modification time, buffered data goes out
+    /// and its size is committed first: the size commit stamps the time of the write, and an
+    /// explicit time set after the writes (`tar`'s and `cp -p`'s `futimens` before `close`)
+    /// must win over it, as on a local disk.
+    pub async fn setattr(&self, req: SetAttr) -> Result<quarry_proto::Attr, FsError> {
+        let mut st = self.state.lock().await;
+        if req.mtime.is_some() {
+            if let Some(e) = st.error.take() {
+                return Err(e);
+            }
+            self.flush_locked(&mut st).await?;
+        }
+        let attr = self.client.setattr(req).await?;
+        if st.buf.is_empty() && st.pushes.is_empty() && st.uncommitted_end.is_none() {
+            st.size = attr.size;
+        }
         Ok(attr)
     }
 

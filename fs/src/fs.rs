@@ -311,7 +311,10 @@ impl Shared {
                 clear_suid: caller != 0 && (uid.is_some() || gid.is_some()),
                 ..Default::default()
             };
-            attr = Some(self.client.setattr(req).await?);
+            attr = Some(match self.open_inode(ino) {
+                Some(open) => open.setattr(req).await?,
+                None => self.client.setattr(req).await?,
+            });
         }
         let attr = match attr {
             Some(a) => a,

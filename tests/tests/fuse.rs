@@ -268,6 +268,80 @@ fn two_mounts_see_close_to_open() {
     rt.block_on(cluster.shutdown());
 }
 
+/// A modification time set while written data is still buffered in the mount (`futimens`
+/// before `close`, as `tar x` and `cp -p` do) is the one the file keeps: the writes' own size
+/// commit must not stamp the close's time over it.
+#[test]
+fn times_set_before_close_outlast_the_buffered_writes() {
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(options()));
+    let m = MountGuard::new(&rt, &cluster);
+    // Checked through a second mount: this one's kernel keeps the attributes of its own
+    // setattr replies for the attribute TTL, whatever the master holds.
+    let b = MountGuard::new(&rt, &cluster);
+    let when = std::time::UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(m.path("written")).unwrap();
+        f.write_all(&pattern(3, 300_000)).unwrap();
+        f.set_modified(when).unwrap();
+        // Written after the time was set: this write's time wins, as on a local disk.
+        let mut g = std::fs::File::create(m.path("rewritten")).unwrap();
+        g.write_all(b"first").unwrap();
+        g.set_modified(when).unwrap();
+        g.write_all(b" second").unwrap();
+    }
+    let meta = std::fs::metadata(b.path("written")).unwrap();
+    assert_eq!(meta.len(), 300_000);
+    assert_eq!(meta.modified().unwrap(), when);
+    let re = std::fs::metadata(b.path("rewritten")).unwrap();
+    assert_eq!(re.len(), 12);
+    assert!(re.modified().unwrap() > when + Duration::from_secs(86_400));
+
+    // tar x and cp -p keep the archive's and the source's times, as on a local directory.
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for (i, name) in ["a.txt", "b.bin", "c.txt"].iter().enumerate() {
+        std::fs::write(src.join(name), pattern(i as u64, 10_000 + i * 50_000)).unwrap();
+    }
+    m.sh(&format!(
+        "touch -d '2001-02-03 04:05:06' {s}/a.txt {s}/b.bin && touch -d '2011-12-13 14:15:16' {s}/c.txt \
+         && tar -cf {l}/t.tar -C {s} . && mkdir x && tar -xf {l}/t.tar -C x && cp -p {s}/c.txt copied",
+        s = src.display(),
+        l = local.path().display()
+    ));
+    for name in ["a.txt", "b.bin", "c.txt"] {
+        assert_eq!(
+            std::fs::metadata(b.path(&format!("x/{name}")))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            std::fs::metadata(src.join(name))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(b.path("copied"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        std::fs::metadata(src.join("c.txt"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    );
+    drop(b);
+    drop(m);
+    rt.block_on(cluster.shutdown());
+}
+
 /// Whether `cmd` is on the PATH (the xattr checks need the `attr` package's tools).
 
 #[test]
