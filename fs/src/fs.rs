@@ -4,8 +4,9 @@
 //!
 //! Symlinks, hard links, special files and extended attributes go through [`seams`]; open-file
 //! holds are taken at an inode's first open in this mount (by the create request itself for a
-//! file this mount creates) and dropped [`HOLD_LINGER`] after its last release, in the
-//! background (an unlink or rename here drops the lingering ones first).
+//! file this mount creates; in the background, not waited for, for a read-only open) and
+//! dropped [`HOLD_LINGER`] after its last release, in the background (an unlink or rename here
+//! waits for the holds in flight and drops the lingering ones first).
 
 use crate::attr::{self, file_attr, file_type, inode, timestamp};
 use crate::errno::OpError;
@@ -75,6 +76,13 @@ struct Shared {
     /// Inodes no longer open here whose hold on the master is kept until a time (their last
     /// release plus [`HOLD_LINGER`]). Changed only under the inode's hold lock.
     lingering: Mutex<HashMap<InodeId, Instant>>,
+    /// A read-only open does not wait for its hold (a Raft commit): the open returns and the
+    /// hold goes out in the background, holding a share of this lock (and the inode's hold
+    /// lock) until it landed. An unlink or rename through this mount first takes the lock
+    /// whole, so it reaches the master after every such hold; an unlink elsewhere that gets
+    /// there first moves the file to the trash, and the late hold takes it back as an open
+    /// orphan (with the trash off, the file is gone and reads fail with ENOENT).
+    pending_holds: Arc<tokio::sync::RwLock<()>>,
     /// (size, mtime) of each file as of its last open here: a file opened again unchanged keeps
     /// the kernel's page cache (a warm read stays local); any change, from this mount or
     /// another, moves the mtime and drops it (close-to-open).
@@ -189,6 +197,7 @@ impl QuarryFs {
                     handles: Mutex::new(Handles::default()),
                     hold_locks: Mutex::new(HashMap::new()),
                     lingering: Mutex::new(HashMap::new()),
+                    pending_holds: Arc::new(tokio::sync::RwLock::new(())),
                     cache_stamps: Mutex::new(HashMap::new()),
                 });
                 runtime.spawn(drop_expired_holds(Arc::downgrade(&shared)));
@@ -323,13 +332,19 @@ impl Shared {
         Ok(self.view(&attr))
     }
 
-    /// Register an open handle of `attr`'s inode; the size is the master's at open unless this
-    /// mount holds dirty data for it.
-    /// A new handle on `attr`'s file; `held`: the master already has this mount's hold on it
-    /// (the create request took it).
-    async fn open_handle(&self, attr: &Attr, append: bool, held: bool) -> u64 {
+    /// A new handle on `attr`'s file; the size is the master's at open unless this mount holds
+    /// dirty data for it. `held`: the master already has this mount's hold on it (the create
+    /// request took it). `read_only`: the hold, if one is needed, goes out in the background
+    /// (see [`Shared::pending_holds`]); a handle that may write waits for it.
+    async fn open_handle(
+        self: &Arc<Self>,
+        attr: &Attr,
+        append: bool,
+        held: bool,
+        read_only: bool,
+    ) -> u64 {
         let lock = self.hold_lock(attr.inode);
-        let guard = lock.lock().await;
+        let guard = Arc::clone(&lock).lock_owned().await;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let (open, first) = {
             let mut h = self.handles.lock().unwrap();
@@ -362,12 +377,32 @@ impl Shared {
             // already (taken by the create, or lingering after a recent close).
             let lingered = self.lingering.lock().unwrap().remove(&attr.inode).is_some();
             if !held && !lingered {
+                if read_only {
+                    // The inode's hold lock and a share of `pending_holds` go with the request:
+                    // this handle's release, a later open of the inode, and an unlink or
+                    // rename through this mount wait for it to land.
+                    let pending = Arc::clone(&self.pending_holds).read_owned().await;
+                    let s = Arc::clone(self);
+                    let inode = attr.inode;
+                    tokio::spawn(async move {
+                        s.hold(inode, true).await;
+                        drop(pending);
+                        drop(guard);
+                        s.drop_hold_lock(inode, lock);
+                    });
+                    return fh;
+                }
                 self.hold(attr.inode, true).await;
             }
         }
         drop(guard);
         self.drop_hold_lock(attr.inode, lock);
         fh
+    }
+
+    /// Wait until every hold sent in the background by this mount has landed.
+    async fn wait_pending_holds(&self) {
+        drop(self.pending_holds.write().await);
     }
 
     fn hold_lock(&self, inode: InodeId) -> Arc<tokio::sync::Mutex<()>> {
@@ -385,7 +420,7 @@ impl Shared {
 
     /// Open a file; the flag says whether the kernel may keep its cached pages (the file is
     /// unchanged since it was last opened here).
-    async fn open(&self, ino: InodeId, flags: OpenFlags) -> OpResult<(u64, bool)> {
+    async fn open(self: &Arc<Self>, ino: InodeId, flags: OpenFlags) -> OpResult<(u64, bool)> {
         let attr = self.client.getattr(ino).await?;
         if attr.kind == FileKind::Directory {
             return Err(OpError(Errno::EISDIR));
@@ -399,15 +434,20 @@ impl Shared {
             stamps.insert(ino, stamp) == Some(stamp)
         };
         Ok((
-            self.open_handle(&attr, flags.0 & libc::O_APPEND != 0, false)
-                .await,
+            self.open_handle(
+                &attr,
+                flags.0 & libc::O_APPEND != 0,
+                false,
+                flags.0 & libc::O_ACCMODE == libc::O_RDONLY,
+            )
+            .await,
             keep,
         ))
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn create(
-        &self,
+        self: &Arc<Self>,
         parent: InodeId,
         name: String,
         mode: u32,
@@ -422,7 +462,7 @@ impl Shared {
             .create_held(parent, &name, mode & 0o7777 & !umask, uid, gid, exclusive)
             .await?;
         let fh = self
-            .open_handle(&attr, flags & libc::O_APPEND != 0, true)
+            .open_handle(&attr, flags & libc::O_APPEND != 0, true, false)
             .await;
         Ok((self.view(&attr), fh))
     }
@@ -744,6 +784,7 @@ impl Filesystem for QuarryFs {
             "unlink",
             |s| async move {
                 s.check_sticky(uid, inode(parent), &name).await?;
+                s.wait_pending_holds().await;
                 s.drop_all_lingering().await;
                 Ok(s.client.unlink(inode(parent), &name).await?)
             },
@@ -823,6 +864,7 @@ impl Filesystem for QuarryFs {
                 let flags = rename_flags(flags)?;
                 s.check_sticky(uid, inode(parent), &name).await?;
                 s.check_sticky(uid, inode(newparent), &newname).await?;
+                s.wait_pending_holds().await;
                 s.drop_all_lingering().await;
                 Ok(s.client
                     .rename_flags(inode(parent), &name, inode(newparent), &newname, flags)

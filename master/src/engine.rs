@@ -223,6 +223,16 @@ pub enum Command {
         exclusive: bool,
         time: Timestamp,
     },
+    /// [`Command::HoldOpen`] with `hold: true`, except that a regular file in the trash is
+    /// taken back as an open orphan first (its last name went, elsewhere, between an open and
+    /// the open's hold, which a mount does not wait for on a read-only open); it returns to the
+    /// trash with its path and deletion time when its last hold goes. `NotFound` for an inode
+    /// neither live nor in the trash.
+    HoldOpenFromTrash {
+        op: OpId,
+        inode: InodeId,
+        client: ClientId,
+    },
 }
 
 /// Longest record key, and largest record value, in bytes.
@@ -249,7 +259,8 @@ impl Command {
             | Command::RestoreTrash { op, .. }
             | Command::PurgeTrash { op, .. }
             | Command::SetGoal { op, .. }
-            | Command::CreateHeld { op, .. } => Some(*op),
+            | Command::CreateHeld { op, .. }
+            | Command::HoldOpenFromTrash { op, .. } => Some(*op),
             Command::DropClientHolds { .. }
             | Command::AllocateChunk { .. }
             | Command::BumpVersion { .. }
@@ -584,6 +595,12 @@ impl Engine {
                 time,
                 ..
             } => self.create(*parent, name, *mode, *uid, *gid, *exclusive, *time),
+            Command::HoldOpenFromTrash { inode, client, .. } => {
+                if !self.inodes.contains_key(inode) {
+                    self.untrash_as_orphan(*inode);
+                }
+                self.hold_open(*inode, *client, true)
+            }
             Command::CreateHeld {
                 op,
                 parent,
@@ -933,6 +950,25 @@ impl Engine {
                 inode,
             },
         );
+    }
+
+    /// [`Command::HoldOpenFromTrash`] on a file in the trash: its last name went (elsewhere)
+    /// between an open and the open's hold. The file becomes an open orphan again, and goes
+    /// back to the trash with its first path and deletion time when its last hold goes
+    /// ([`Engine::release`]). Returns whether `id` was in the trash.
+    fn untrash_as_orphan(&mut self, id: InodeId) -> bool {
+        let Some(t) = self.trash.remove(&id) else {
+            return false;
+        };
+        self.trash_by_time.remove(&(t.deleted, id));
+        let size = t.inode.attr.size;
+        self.counts.trash_files -= 1;
+        self.counts.trash_bytes -= size;
+        self.counts.files += 1;
+        self.counts.bytes += size;
+        self.inodes.insert(id, t.inode);
+        self.orphaned.insert(id, (t.path, t.deleted));
+        true
     }
 
     /// Drop a non-directory inode whose last link and last hold went away, with its chunks.

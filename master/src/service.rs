@@ -1264,11 +1264,21 @@ impl Inner {
         } else {
             self.handles_of(m.inode)
         };
-        self.submit(Command::HoldOpen {
-            op: m.op,
-            inode: m.inode,
-            client: m.client,
-            hold: m.hold,
+        // A hold may arrive after an unlink elsewhere moved the file to the trash (a mount does
+        // not wait for a read-only open's hold): it takes the file back as an open orphan.
+        self.submit(if m.hold {
+            Command::HoldOpenFromTrash {
+                op: m.op,
+                inode: m.inode,
+                client: m.client,
+            }
+        } else {
+            Command::HoldOpen {
+                op: m.op,
+                inode: m.inode,
+                client: m.client,
+                hold: false,
+            }
         })
         .await?;
         self.forget_dropped(dropped);

@@ -2190,6 +2190,57 @@ fn without_retention_nothing_is_trashed() {
     assert_eq!(restore(&mut e, f, None, 21), Err(FsError::NotFound));
 }
 
+/// A mount sends a read-only open's hold without waiting for it, so another client's unlink
+/// can move the file to the trash first: the hold then makes it an open orphan again (its
+/// chunks kept, readable by inode), and its last release puts it back in the trash with its
+/// first path and deletion time.
+#[test]
+fn a_hold_that_arrives_after_the_unlink_takes_the_file_back_from_the_trash() {
+    let mut e = with_trash();
+    let d = mkdir(&mut e, ROOT, "d");
+    let (f, hs) = file_with_chunks(&mut e, d, "f", CS + 5);
+    let before = e.counts();
+    unlink(&mut e, d, "f", 50).unwrap();
+    assert_eq!(trash_rows(&e), vec![(f, "/d/f".to_string(), 50, CS + 5)]);
+    // The old command still finds nothing there (logs written before the new one replay as
+    // they did).
+    assert_eq!(hold(&mut e, f, 7, true), Err(FsError::NotFound));
+    let hold_late = |e: &mut Engine, inode, client| {
+        apply(
+            e,
+            Command::HoldOpenFromTrash {
+                op: op0(),
+                inode,
+                client: ClientId(client),
+            },
+        )
+    };
+    hold_late(&mut e, f, 7).unwrap();
+    e.check_invariants().unwrap();
+    assert!(trash_rows(&e).is_empty());
+    assert_eq!(e.orphans(), vec![f]);
+    let a = e.getattr(f).unwrap();
+    assert_eq!((a.nlink, a.size), (0, CS + 5));
+    assert_eq!(e.chunks(f, 0, 10).unwrap().len(), 2);
+    let open = e.counts();
+    assert_eq!((open.files, open.trash_files), (before.files, 0));
+    // A second client's hold, then both releases: back in the trash as it was.
+    hold_late(&mut e, f, 8).unwrap();
+    hold(&mut e, f, 7, false).unwrap();
+    assert!(trash_rows(&e).is_empty());
+    hold(&mut e, f, 8, false).unwrap();
+    e.check_invariants().unwrap();
+    assert_eq!(trash_rows(&e), vec![(f, "/d/f".to_string(), 50, CS + 5)]);
+    assert!(e.chunk(hs[0]).is_some() && e.chunk(hs[1]).is_some());
+    assert_eq!(e.counts().trash_files, 1);
+    // Without the trash the file is gone at the unlink, and a late hold finds nothing.
+    apply(&mut e, Command::SetTrashRetention { ms: 0 }).unwrap();
+    let (g, _) = file_with_chunks(&mut e, d, "g", 10);
+    unlink(&mut e, d, "g", 60).unwrap();
+    assert_eq!(hold_late(&mut e, g, 7), Err(FsError::NotFound));
+    e.check_invariants().unwrap();
+}
+
 #[test]
 fn unlink_moves_a_file_to_the_trash_with_its_chunks() {
     let mut e = with_trash();
@@ -2219,7 +2270,8 @@ fn unlink_moves_a_file_to_the_trash_with_its_chunks() {
             ..Counts::default()
         }
     );
-    // A trashed inode cannot be held, linked, written or resized.
+    // A trashed inode cannot be held, linked, written or resized (only HoldOpenFromTrash takes
+    // it back: a_hold_that_arrives_after_the_unlink_takes_the_file_back_from_the_trash).
     assert_eq!(hold(&mut e, f, 1, true), Err(FsError::NotFound));
     assert_eq!(link(&mut e, f, ROOT, "x", 51), Err(FsError::NotFound));
     assert_eq!(alloc(&mut e, f, 2), Err(FsError::NotFound));
@@ -2709,6 +2761,9 @@ enum PathOp {
     CreateHeld(Vec<usize>, bool, u64),
     /// Release by inode number (orphans have no path).
     Release(u64, u64),
+    /// Hold by inode number, taking a trashed file back (a hold that arrives after the file's
+    /// unlink: it may be in the trash, or gone).
+    HoldId(u64, u64),
     DropClient(u64),
     /// Turn the trash on or off.
     Trash(bool),
@@ -2745,6 +2800,7 @@ fn op_strategy() -> impl Strategy<Value = PathOp> {
         2 => (path_strategy(), 1..4u64).prop_map(|(p, c)| PathOp::Hold(p, c)),
         2 => (path_strategy(), any::<bool>(), 1..4u64).prop_map(|(p, x, c)| PathOp::CreateHeld(p, x, c)),
         2 => (2..30u64, 1..4u64).prop_map(|(i, c)| PathOp::Release(i, c)),
+        1 => (2..30u64, 1..4u64).prop_map(|(i, c)| PathOp::HoldId(i, c)),
         1 => (1..4u64).prop_map(PathOp::DropClient),
         1 => any::<bool>().prop_map(PathOp::Trash),
         2 => (0..8usize, prop::option::of(path_strategy())).prop_map(|(i, p)| PathOp::Restore(i, p)),
@@ -2950,6 +3006,11 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
             inode: InodeId(*i),
             client: ClientId(*c),
             hold: false,
+        },
+        PathOp::HoldId(i, c) => Command::HoldOpenFromTrash {
+            op: o0,
+            inode: InodeId(*i),
+            client: ClientId(*c),
         },
         PathOp::DropClient(c) => Command::DropClientHolds {
             client: ClientId(*c),
@@ -3320,6 +3381,7 @@ fn trash_op_strategy() -> impl Strategy<Value = PathOp> {
         1 => (1..20u64).prop_map(PathOp::Bump),
         2 => (flat(), 1..3u64).prop_map(|(p, c)| PathOp::Hold(p, c)),
         2 => (2..40u64, 1..3u64).prop_map(|(i, c)| PathOp::Release(i, c)),
+        2 => (2..40u64, 1..3u64).prop_map(|(i, c)| PathOp::HoldId(i, c)),
         1 => (1..3u64).prop_map(PathOp::DropClient),
         3 => (0..8usize, prop::option::of(flat())).prop_map(|(i, p)| PathOp::Restore(i, p)),
         1 => prop::option::of(0..80i64).prop_map(PathOp::Purge),

@@ -342,6 +342,57 @@ fn times_set_before_close_outlast_the_buffered_writes() {
     rt.block_on(cluster.shutdown());
 }
 
+/// A read-only open does not wait for its hold. An unlink through the same mount waits for
+/// the holds in flight (so the open file keeps its data even without a trash), and an unlink
+/// through another mount that lands before the hold puts the file in the trash, from where the
+/// hold takes it back: the reader sees the whole file either way. (Which of the two lands first
+/// is not forced here; the engine's `a_hold_that_arrives_after_the_unlink_takes_the_file_back_
+/// from_the_trash` and the random replay with late holds cover the trash path.)
+#[test]
+fn read_only_opens_keep_their_file_through_an_unlink_at_once() {
+    if !fuse_available() {
+        return;
+    }
+    use std::io::Read;
+    let rt = runtime();
+    let data = pattern(11, 300_000);
+    let read_all = |f: &mut std::fs::File| {
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        got
+    };
+
+    // No trash: the same mount's unlink lands after the hold.
+    let cluster = rt.block_on(Cluster::start(options()));
+    let m = MountGuard::new(&rt, &cluster);
+    for i in 0..20 {
+        let path = m.path(&format!("same{i}"));
+        std::fs::write(&path, &data).unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(sha256(&read_all(&mut f)), sha256(&data), "same{i}");
+    }
+    drop(m);
+    rt.block_on(cluster.shutdown());
+
+    // With a trash: another mount's unlink right after the open.
+    let cluster = rt.block_on(Cluster::start(options().trash_retention_ms(600_000)));
+    let a = MountGuard::new(&rt, &cluster);
+    let b = MountGuard::new(&rt, &cluster);
+    for i in 0..20 {
+        let name = format!("other{i}");
+        std::fs::write(b.path(&name), &data).unwrap();
+        let mut f = std::fs::File::open(a.path(&name)).unwrap();
+        std::fs::remove_file(b.path(&name)).unwrap();
+        assert_eq!(sha256(&read_all(&mut f)), sha256(&data), "{name}");
+        drop(f);
+        assert!(!b.path(&name).exists());
+    }
+    drop(b);
+    drop(a);
+    rt.block_on(cluster.shutdown());
+}
+
 /// Whether `cmd` is on the PATH (the xattr checks need the `attr` package's tools).
 
 #[test]
