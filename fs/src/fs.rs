@@ -1368,23 +1368,41 @@ mod seams {
         // `system.*` (POSIX ACLs above all) means something to the kernel, not an opaque value:
         // storing `system.posix_acl_access` without applying it would lose the mode that
         // `sed -i`, `rsync -a` and `cp -p` set through it. Refuse, as a filesystem without ACLs
-        // does; those tools then fall back to chmod.
-        if name.as_encoded_bytes().starts_with(b"system.") {
+        // does; those tools then fall back to chmod. SELinux labels likewise (see
+        // [`unsupported`]).
+        if unsupported(name) {
             return Err(OpError(Errno::from_i32(libc::EOPNOTSUPP)));
         }
         Ok(client.setxattr(inode, utf8(name)?, value, flags).await?)
     }
 
+    /// Names the mount does not support, answered here with `EOPNOTSUPP` (a filesystem without
+    /// ACLs or SELinux labels): the `system.` namespace (see [`setxattr`]) and
+    /// `security.selinux`, which `ls -l` asks of every file it lists — after this answer it
+    /// stops asking for the whole mount, where "no such attribute" cost a master request per
+    /// file.
+    fn unsupported(name: &OsStr) -> bool {
+        let name = name.as_encoded_bytes();
+        name.starts_with(b"system.") || name == b"security.selinux"
+    }
+
+    /// `getxattr` (names the mount does not support: `EOPNOTSUPP` at once).
     pub async fn getxattr(client: &Client, inode: InodeId, name: &OsStr) -> OpResult<Vec<u8>> {
+        if unsupported(name) {
+            return Err(OpError(Errno::from_i32(libc::EOPNOTSUPP)));
+        }
         let name = name
             .to_str()
             .ok_or(OpError(Errno::from_i32(libc::ENODATA)))?;
         Ok(client.getxattr(inode, name).await?)
     }
 
-    /// `listxattr`: the names, each NUL-terminated.
+    /// `listxattr`: the names, each NUL-terminated (without those the mount does not support,
+    /// which only the client library could have set).
     pub async fn listxattr(client: &Client, inode: InodeId) -> OpResult<Vec<u8>> {
-        Ok(nul_terminated(client.listxattr(inode).await?))
+        let mut names = client.listxattr(inode).await?;
+        names.retain(|n| !unsupported(OsStr::new(n)));
+        Ok(nul_terminated(names))
     }
 
     pub fn nul_terminated(names: Vec<String>) -> Vec<u8> {
@@ -1397,6 +1415,9 @@ mod seams {
     }
 
     pub async fn removexattr(client: &Client, inode: InodeId, name: &OsStr) -> OpResult<()> {
+        if unsupported(name) {
+            return Err(OpError(Errno::from_i32(libc::EOPNOTSUPP)));
+        }
         let name = name
             .to_str()
             .ok_or(OpError(Errno::from_i32(libc::ENODATA)))?;

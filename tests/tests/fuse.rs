@@ -450,6 +450,17 @@ fn symlinks_links_fifos_xattrs_and_unlink_while_open() {
         m.sh("setfattr -x user.color target.txt");
         let listed = m.sh("getfattr -d target.txt");
         assert!(!listed.contains("user.color"), "{listed}");
+        // No POSIX ACLs and no SELinux labels, as on a filesystem without their support (ls -l
+        // then stops asking for labels).
+        for cmd in [
+            "getfattr -n system.posix_acl_access target.txt",
+            "getfattr -n security.selinux target.txt",
+            "setfattr -n security.selinux -v x target.txt",
+            "setfattr -x security.selinux target.txt",
+        ] {
+            let out = m.sh(&format!("{cmd} 2>&1 && echo UNEXPECTED || true"));
+            assert!(out.contains("Operation not supported"), "{cmd}: {out}");
+        }
     } else {
         eprintln!("skipping the xattr checks: setfattr/getfattr missing (run scripts/setup.sh)");
     }
