@@ -2,7 +2,8 @@
 # bench/smallfiles.sh A_BIN [B_BIN] — small files through the mount, per file and per request:
 # each round starts `quarry up --mount` with one binary, extracts a kernel source subset into
 # the mount (`tar -xf`), then times `grep -rF` (every file opened and read), `du -s` (a stat
-# of each) and `rm -rf`, each after `sync` + dropped caches. For each step it prints the time
+# of each), `ls -lR` (a stat and the extended attributes ls asks of each) and `rm -rf`, each
+# after `sync` + dropped caches. For each step it prints the time
 # per file and, from the node's /metrics before and after, how many FUSE operations and RPCs
 # each file cost and their mean latency (server side for RPCs). With two binaries the rounds
 # alternate A B, B A, ... and the last table gives the median ms per file of each and B / A.
@@ -56,13 +57,14 @@ run_one() { # label
   s=$(date +%s.%N); tar -xf "$OUT/subset.tar" -C "$TMP/mnt/x"; e=$(date +%s.%N)
   n=$(find "$TMP/mnt/x" -type f | wc -l)
   echo "$1 untar $(echo "($e - $s) * 1000 / $n" | bc -l)" >> "$OUT/results.txt"
-  for step in grep du rm; do
+  for step in grep du ls rm; do
     drop
     snap "$url" > "$TMP/before"
     s=$(date +%s.%N)
     case $step in
       grep) grep -rF zzz-not-there-zzz "$TMP/mnt/x" > /dev/null || true ;;
       du) du -s "$TMP/mnt/x" > /dev/null ;;
+      ls) ls -lR "$TMP/mnt/x" > /dev/null ;;
       rm) rm -rf "$TMP/mnt/x" ;;
     esac
     e=$(date +%s.%N)
@@ -108,7 +110,7 @@ v = {}
 for line in open(sys.argv[1]):
     side, step, ms = line.split()
     v.setdefault((side, step), []).append(float(ms))
-steps = ["untar", "grep", "du", "rm"]
+steps = ["untar", "grep", "du", "ls", "rm"]
 sides = sorted({s for s, _ in v})
 print("| step (ms per file, median) | " + " | ".join(sides) + (" | B / A (speed-up) |" if len(sides) == 2 else " |"))
 print("|---" * (len(sides) + 1 + (len(sides) == 2)) + "|")
