@@ -492,11 +492,11 @@ fn mount_phases(
         // Each phase starts as the harness's counterpart does: its writes and its cold read
         // and stat after `drop_caches`, its create, rename and unlink straight after the
         // previous phase.
-        if matches!(phase, Phase::Write | Phase::Read | Phase::Stat)
-            && !drop_caches()
-            && phase != Phase::Write
-        {
-            note = "caches not dropped (needs root): warm";
+        if matches!(phase, Phase::Write | Phase::Read | Phase::Stat) {
+            let dropped = drop_caches();
+            if !dropped && phase != Phase::Write {
+                note = "caches not dropped (needs root): warm";
+            }
         }
         let start = Instant::now();
         let results: Vec<anyhow::Result<(u64, u64, Vec<Duration>)>> = std::thread::scope(|s| {

@@ -343,11 +343,7 @@ impl OpenInode {
             }
             self.flush_locked(&mut st).await?;
         }
-        let attr = self.client.setattr(req).await?;
-        if st.buf.is_empty() && st.pushes.is_empty() && st.uncommitted_end.is_none() {
-            st.size = attr.size;
-        }
-        Ok(attr)
+        self.client.setattr(req).await
     }
 
     /// `fallocate` mode 0: make the file at least `end` bytes long (a sparse extension; chunks

@@ -5,7 +5,8 @@
 //! write is one redb transaction committed with `Durability::Immediate` (fsynced) before
 //! openraft hears of it: `save_vote` returns, and `append` signals its `LogFlushed` callback,
 //! only after the commit. `save_committed` writes nothing by itself: the newest committed id
-//! rides along with the next of those transactions (and with `flush_committed` at shutdown). Writes run on the blocking pool, one at a time (openraft awaits each), so vote and
+//! rides along with the next of those transactions (and with `flush_committed` at shutdown).
+//! Writes run on the blocking pool, one at a time (openraft awaits each), so vote and
 //! log writes stay in order.
 //!
 //! Must not depend on the engine, the state machine or the network: it stores opaque entries.
@@ -67,6 +68,13 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, std::io::Error> {
     decode(bytes)
 }
 
+/// Store the committed id (postcard) in `txn`.
+fn put_committed(txn: &redb::WriteTransaction, bytes: &[u8]) -> Result<(), std::io::Error> {
+    let mut t = txn.open_table(META).map_err(io)?;
+    t.insert(KEY_COMMITTED, bytes).map_err(io)?;
+    Ok(())
+}
+
 fn io<E: std::fmt::Display>(e: E) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -126,8 +134,7 @@ impl LogStore {
                 .map_err(io)?;
             f(&txn)?;
             if let Some(bytes) = committed {
-                let mut t = txn.open_table(META).map_err(io)?;
-                t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io)?;
+                put_committed(&txn, &bytes)?;
             }
             txn.commit().map_err(io)
         })
@@ -142,10 +149,7 @@ impl LogStore {
             return Ok(());
         };
         let txn = self.db.begin_write().map_err(io)?;
-        {
-            let mut t = txn.open_table(META).map_err(io)?;
-            t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io)?;
-        }
+        put_committed(&txn, &bytes)?;
         txn.commit().map_err(io)
     }
 

@@ -417,7 +417,11 @@ impl RaftNode {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             // The round's heartbeats are sent after this instant, so the lease counts from it.
             let started = tokio::time::Instant::now();
-            let term = self.leader_term().await;
+            let term = if self.read_lease.is_zero() {
+                None
+            } else {
+                self.leader_term().await
+            };
             let err = match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
                 Ok(Ok(_)) => {
                     self.extend_lease(term, started).await;
@@ -457,10 +461,11 @@ impl RaftNode {
     }
 
     /// A confirmation round of `term` that began at `started` succeeded: reads may skip the
-    /// round until `started + read_lease`, if this node still leads that term then.
+    /// round until `started + read_lease`, if this node still leads that term then. `term` is
+    /// `None` with the lease off.
     async fn extend_lease(&self, term: Option<u64>, started: tokio::time::Instant) {
         let Some(term) = term else { return };
-        if self.read_lease.is_zero() || self.leader_term().await != Some(term) {
+        if self.leader_term().await != Some(term) {
             return;
         }
         let until = started + self.read_lease;
