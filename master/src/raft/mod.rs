@@ -1,5 +1,5 @@
 //! The master's state replicated with Raft (openraft 0.9.25, storage v2): the type
-//! configuration, a durable log store on redb ([`log_store`]), the state machine over the
+//! configuration, a durable log store of segment files ([`log_store`]), the state machine over the
 //! [`Engine`] with snapshots as checkpoints ([`state_machine`]), the network over Quarry's own
 //! RPC transport ([`network`]) and the handle that runs one master's Raft ([`node`]).
 //! See `docs/raft.md`.

@@ -575,7 +575,7 @@ impl RaftNode {
     }
 
     /// Stop this node's Raft: the inbox answers `Unavailable` from now on. Returns once the
-    /// redb database is closed (the replication tasks that still read the log have ended; at
+    /// log store's files are closed (the replication tasks that still read the log have ended; at
     /// most [`SHUTDOWN_WAIT`]), so that the same data directory can be opened again at once.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.inbox.set(None);
