@@ -514,6 +514,11 @@ impl LogStore {
         Arc::strong_count(&self.shared)
     }
 
+    /// The vote as last saved (durable), without asking openraft.
+    pub fn vote(&self) -> Option<Vote<u64>> {
+        self.shared.mem.read().expect("poisoned").meta.vote
+    }
+
     /// The last committed index saved by openraft (0 if none).
     pub fn committed_index(&self) -> u64 {
         self.shared.committed.load(Ordering::Relaxed)

@@ -477,12 +477,19 @@ impl RaftNode {
     }
 
     /// Whether a read at `now` may be served without a confirmation round: a lease covers
-    /// `now` and this node still leads the lease's term.
+    /// `now` and this node's vote is still its own committed leadership of the lease's term.
+    /// The vote is the log store's copy in memory, not openraft's core (which waits on each log
+    /// append's fsync): openraft saves every change of vote — a vote granted to a candidate, a
+    /// newer term seen — before it acts on it, and the copy changes once that save is durable,
+    /// before any vote reply goes out.
     async fn lease_valid(&self, now: tokio::time::Instant) -> bool {
         let Some(lease) = *self.lease.lock().expect("poisoned") else {
             return false;
         };
-        now < lease.until && self.leader_term().await == Some(lease.term)
+        now < lease.until
+            && self.log.vote().is_some_and(|v| {
+                v.committed && v.leader_id.term == lease.term && v.leader_id.node_id == self.id
+            })
     }
 
     /// The engine as applied on this node (possibly stale on a follower): for local reads
