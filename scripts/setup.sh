@@ -5,13 +5,15 @@
 set -euo pipefail
 
 # Debian packages the mount and its tests need, each installed only when its command is missing:
-# fuse3 (fusermount3), attr (setfattr/getfattr for the xattr tests), git and rsync (the shell
+# fuse3 (fusermount3), attr (setfattr/getfattr for the xattr tests), libcap2-bin (setcap/getcap
+# for the capability checks), git and rsync (the shell
 # scenario compared against a local directory), chromium (the status page test renders the
 # page headless: a screenshot and the DOM), iproute2 (ip) and nftables (nft): the
 # network-namespace test runs each node in its own namespace and cuts nodes off with nft.
 missing=()
 command -v fusermount3 >/dev/null 2>&1 || [ -x /bin/fusermount3 ] || missing+=(fuse3)
 command -v setfattr >/dev/null 2>&1 || missing+=(attr)
+command -v setcap >/dev/null 2>&1 || [ -x /usr/sbin/setcap ] || [ -x /sbin/setcap ] || missing+=(libcap2-bin)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
 [ -x /usr/bin/chromium ] || missing+=(chromium)

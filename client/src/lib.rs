@@ -158,6 +158,29 @@ impl Client {
         self.inner.master(&GetAttr { inode }).await
     }
 
+    /// Attributes of several inodes at once (`None` for one that no longer exists), in requests
+    /// of at most [`quarry_proto::limits::MAX_ATTRS_PER_CALL`].
+    pub async fn getattrs(&self, inodes: &[InodeId]) -> Result<Vec<Option<Attr>>, FsError> {
+        let mut out = Vec::with_capacity(inodes.len());
+        for part in inodes.chunks(quarry_proto::limits::MAX_ATTRS_PER_CALL) {
+            let got = self
+                .inner
+                .master(&GetAttrs {
+                    inodes: part.to_vec(),
+                })
+                .await?;
+            if got.len() != part.len() {
+                return Err(FsError::Protocol(format!(
+                    "GetAttrs: {} answers for {} inodes",
+                    got.len(),
+                    part.len()
+                )));
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
     /// Attributes of an absolute path (symlinks not followed).
     pub async fn stat(&self, path: &str) -> Result<Attr, FsError> {
         self.inner

@@ -14,8 +14,8 @@ use crate::file::{FileConfig, OpenInode};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use quarry_client::Client;
 use quarry_proto::master::SetAttr;
@@ -26,7 +26,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -87,7 +87,28 @@ struct Shared {
     /// the kernel's page cache (a warm read stays local); any change, from this mount or
     /// another, moves the mtime and drops it (close-to-open).
     cache_stamps: Mutex<HashMap<InodeId, (u64, Timestamp)>>,
+    /// Files known to have no `security.capability`, and since when: the kernel asks for it
+    /// before every write(2) to learn whether the write must drop capabilities, a master
+    /// request each time. Answered here for [`FsConfig::ttl`] after the master last said so or
+    /// this mount created the file, as attributes are; a change of the file's extended
+    /// attributes through this mount forgets it, one through another mount is seen within the
+    /// TTL.
+    no_caps: Mutex<HashMap<InodeId, Instant>>,
+    /// (size, mtime) of the attributes last handed to the kernel for each inode (every reply
+    /// with attributes goes through [`Shared::view`]). An open that finds the file changed
+    /// since tells the kernel to drop its cached attributes, so a read sees the new size even
+    /// within the attribute TTL (close-to-open between mounts).
+    told: Mutex<HashMap<InodeId, (u64, Timestamp)>>,
+    /// The session's notifier, set once the mount is up.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
+
+/// Most entries of one `readdirplus` page whose attributes are fetched (one master request);
+/// what does not fit in the kernel's buffer is fetched again for the next page.
+const READDIRPLUS_PAGE: usize = 128;
+
+/// The extended attribute the kernel asks for before each write.
+const CAPABILITY_XATTR: &str = "security.capability";
 
 /// Files whose cache stamps are kept (the map is cleared past this).
 const CACHE_STAMPS_MAX: usize = 65_536;
@@ -122,6 +143,7 @@ const OPS: &[&str] = &[
     "open",
     "opendir",
     "read",
+    "readdirplus",
     "readlink",
     "release",
     "removexattr",
@@ -174,6 +196,11 @@ pub struct QuarryFs {
 }
 
 impl QuarryFs {
+    /// Where the mount puts the session's notifier once it is up.
+    pub(crate) fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        Arc::clone(&self.shared.notifier)
+    }
+
     pub fn new(client: Client, runtime: Handle, config: FsConfig) -> QuarryFs {
         let m = metrics::global();
         QuarryFs {
@@ -199,6 +226,9 @@ impl QuarryFs {
                     lingering: Mutex::new(HashMap::new()),
                     pending_holds: Arc::new(tokio::sync::RwLock::new(())),
                     cache_stamps: Mutex::new(HashMap::new()),
+                    no_caps: Mutex::new(HashMap::new()),
+                    told: Mutex::new(HashMap::new()),
+                    notifier: Arc::new(OnceLock::new()),
                 });
                 runtime.spawn(drop_expired_holds(Arc::downgrade(&shared)));
                 shared
@@ -274,7 +304,24 @@ impl Shared {
             .open_inode(attr.inode)
             .and_then(|o| o.dirty_size())
             .unwrap_or(attr.size);
+        {
+            let mut told = self.told.lock().unwrap();
+            if told.len() >= CACHE_STAMPS_MAX {
+                told.clear();
+            }
+            told.insert(attr.inode, (size, attr.mtime));
+        }
         file_attr(attr, size)
+    }
+
+    /// Make the kernel drop its cached attributes of `ino` (they are asked again when next
+    /// needed). Best effort: an inode the kernel does not hold is no error.
+    fn invalidate_attrs(&self, ino: InodeId) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(attr::ino(ino), -1, 0) {
+                tracing::debug!(inode = %ino, error = %e, "attribute invalidation");
+            }
+        }
     }
 
     async fn getattr(&self, ino: InodeId) -> OpResult<FileAttr> {
@@ -400,6 +447,41 @@ impl Shared {
         fh
     }
 
+    /// Record (`absent`) or forget that `inode` has no `security.capability`.
+    fn set_no_caps(&self, inode: InodeId, absent: bool) {
+        let mut known = self.no_caps.lock().unwrap();
+        if absent {
+            if known.len() >= CACHE_STAMPS_MAX {
+                known.clear();
+            }
+            known.insert(inode, Instant::now());
+        } else {
+            known.remove(&inode);
+        }
+    }
+
+    /// `getxattr`, with `security.capability` answered here while it is known absent.
+    async fn getxattr(&self, ino: InodeId, name: &OsStr) -> OpResult<Vec<u8>> {
+        let capability = name == CAPABILITY_XATTR;
+        if capability {
+            let fresh = self
+                .no_caps
+                .lock()
+                .unwrap()
+                .get(&ino)
+                .is_some_and(|since| since.elapsed() < self.config.ttl);
+            if fresh {
+                return Err(OpError(Errno::from_i32(libc::ENODATA)));
+            }
+        }
+        let result = seams::getxattr(&self.client, ino, name).await;
+        if capability {
+            let absent = matches!(&result, Err(e) if e.0 == Errno::from_i32(libc::ENODATA));
+            self.set_no_caps(ino, absent);
+        }
+        result
+    }
+
     /// Wait until every hold sent in the background by this mount has landed.
     async fn wait_pending_holds(&self) {
         drop(self.pending_holds.write().await);
@@ -426,6 +508,12 @@ impl Shared {
             return Err(OpError(Errno::EISDIR));
         }
         let stamp = (attr.size, attr.mtime);
+        let told = self.told.lock().unwrap().insert(ino, stamp);
+        if told != Some(stamp) {
+            // The kernel may hold older attributes (from a lookup or a listing within the TTL):
+            // a read must not stop at an old size.
+            self.invalidate_attrs(ino);
+        }
         let keep = {
             let mut stamps = self.cache_stamps.lock().unwrap();
             if stamps.len() >= CACHE_STAMPS_MAX {
@@ -461,6 +549,7 @@ impl Shared {
             .client
             .create_held(parent, &name, mode & 0o7777 & !umask, uid, gid, exclusive)
             .await?;
+        self.set_no_caps(attr.inode, true);
         let fh = self
             .open_handle(&attr, flags & libc::O_APPEND != 0, true, false)
             .await;
@@ -617,6 +706,13 @@ impl Filesystem for QuarryFs {
         }
         if let Err(nearest) = config.set_max_readahead(self.shared.config.max_write_bytes) {
             let _ = config.set_max_readahead(nearest);
+        }
+        // Directory pages with each entry's attributes (`readdirplus`, one master request per
+        // page) where the kernel expects the entries to be looked up (`ls -l`, `du`, `find`,
+        // `rm -rf`, `grep -r`): a `LOOKUP` per entry otherwise.
+        let plus = fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(plus) {
+            tracing::info!(?missing, "the kernel offers no readdirplus: plain readdir");
         }
         Ok(())
     }
@@ -1077,6 +1173,54 @@ impl Filesystem for QuarryFs {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // The names come from the listing taken at opendir (stable offsets, as `readdir`); the
+        // attributes of the next page's entries are asked of the master now, in one request,
+        // so the kernel caches fresh entries and attributes for the TTL. An entry removed since
+        // opendir is left out of the page.
+        let listing = self.shared.handles.lock().unwrap().dirs.get(&fh.0).cloned();
+        let Some(listing) = listing else {
+            return reply.error(Errno::EBADF);
+        };
+        self.spawn(
+            "readdirplus",
+            move |s| async move {
+                let start = (offset as usize).min(listing.entries.len());
+                let end = (start + READDIRPLUS_PAGE).min(listing.entries.len());
+                let page = &listing.entries[start..end];
+                let inodes: Vec<InodeId> = page.iter().map(|(i, _, _)| *i).collect();
+                let attrs = s.client.getattrs(&inodes).await?;
+                let rows: Vec<(u64, String, FileAttr)> = page
+                    .iter()
+                    .zip(attrs)
+                    .enumerate()
+                    .filter_map(|(k, ((_, _, name), attr))| {
+                        attr.map(|a| ((start + k) as u64 + 1, name.clone(), s.view(&a)))
+                    })
+                    .collect();
+                Ok((rows, *s.ttl()))
+            },
+            move |r| match r {
+                Ok((rows, ttl)) => {
+                    for (next, name, attr) in rows {
+                        if reply.add(attr.ino, next, &name, &ttl, &attr, Generation(0)) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -1136,7 +1280,11 @@ impl Filesystem for QuarryFs {
         self.spawn(
             "setxattr",
             |s| async move {
-                seams::setxattr(&s.client, inode(ino), &name, &value, flags, position).await
+                s.set_no_caps(inode(ino), false);
+                let r =
+                    seams::setxattr(&s.client, inode(ino), &name, &value, flags, position).await;
+                s.set_no_caps(inode(ino), false);
+                r
             },
             |r| match r {
                 Ok(()) => reply.ok(),
@@ -1149,7 +1297,7 @@ impl Filesystem for QuarryFs {
         let name = name.to_os_string();
         self.spawn(
             "getxattr",
-            |s| async move { seams::getxattr(&s.client, inode(ino), &name).await },
+            |s| async move { s.getxattr(inode(ino), &name).await },
             move |r| match r {
                 Ok(v) => xattr_reply(reply, size, &v),
                 Err(e) => reply.error(e),
@@ -1172,7 +1320,12 @@ impl Filesystem for QuarryFs {
         let name = name.to_os_string();
         self.spawn(
             "removexattr",
-            |s| async move { seams::removexattr(&s.client, inode(ino), &name).await },
+            |s| async move {
+                s.set_no_caps(inode(ino), false);
+                let r = seams::removexattr(&s.client, inode(ino), &name).await;
+                s.set_no_caps(inode(ino), false);
+                r
+            },
             |r| match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),

@@ -129,7 +129,9 @@ pub fn mount(
     };
     config.n_threads = Some(options.session_threads.max(1));
     let mountpoint = std::fs::canonicalize(mountpoint)?;
+    let notifier = fs.notifier_slot();
     let session = fuser::spawn_mount(fs, &mountpoint, &config)?;
+    let _ = notifier.set(session.notifier());
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(Mount {
         mountpoint,

@@ -320,6 +320,7 @@ impl Master {
         route!(Lookup, lookup);
         route!(ResolvePath, resolve_path);
         route!(GetAttr, get_attr);
+        route!(GetAttrs, get_attrs);
         route!(Mkdir, mkdir);
         route!(Create, create);
         route!(ReadDir, read_dir);
@@ -1023,6 +1024,17 @@ impl Inner {
     async fn get_attr(&self, req: Request<GetAttr>) -> Result<Attr, FsError> {
         self.read_barrier().await?;
         self.engine.read().unwrap().getattr(req.msg.inode)
+    }
+
+    async fn get_attrs(&self, req: Request<GetAttrs>) -> Result<Vec<Option<Attr>>, FsError> {
+        self.read_barrier().await?;
+        let engine = self.engine.read().unwrap();
+        Ok(req
+            .msg
+            .inodes
+            .iter()
+            .map(|i| engine.getattr(*i).ok())
+            .collect())
     }
 
     async fn mkdir(&self, req: Request<Mkdir>) -> Result<Attr, FsError> {

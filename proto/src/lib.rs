@@ -70,6 +70,7 @@ pub enum Method {
     SetAttr = 11,
     CommitSize = 12,
     StatFs = 13,
+    GetAttrs = 14,
     // master: chunks
     GetChunks = 20,
     PrepareWrite = 21,
@@ -124,7 +125,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, each once.
-    pub const ALL: [Method; 54] = [
+    pub const ALL: [Method; 55] = [
         Method::ClusterInfo,
         Method::Lookup,
         Method::ResolvePath,
@@ -138,6 +139,7 @@ impl Method {
         Method::SetAttr,
         Method::CommitSize,
         Method::StatFs,
+        Method::GetAttrs,
         Method::GetChunks,
         Method::PrepareWrite,
         Method::ReportBadChunk,
@@ -252,6 +254,7 @@ pub fn with_request_type<V: RequestVisitor>(method: Method, visitor: V) -> V::Ou
         Method::SetAttr => visitor.visit::<SetAttr>(),
         Method::CommitSize => visitor.visit::<CommitSize>(),
         Method::StatFs => visitor.visit::<StatFs>(),
+        Method::GetAttrs => visitor.visit::<GetAttrs>(),
         Method::GetChunks => visitor.visit::<GetChunks>(),
         Method::PrepareWrite => visitor.visit::<PrepareWrite>(),
         Method::ReportBadChunk => visitor.visit::<ReportBadChunk>(),
@@ -335,7 +338,8 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 54, "every method is listed once");
+        assert_eq!(n, 55, "every method is listed once");
+        assert_eq!(Method::from_u16(14), Some(Method::GetAttrs));
         assert_eq!(Method::from_u16(93), Some(Method::MasterInfo));
         assert_eq!(Method::from_u16(94), Some(Method::ChangeMasters));
         assert_eq!(Method::from_u16(90), Some(Method::RaftAppend));
@@ -389,7 +393,7 @@ mod tests {
             let empty = decode_request_any(m, &[]);
             assert_eq!(empty.is_ok(), fieldless.contains(&m), "{m:?}: {empty:?}");
         }
-        assert_eq!(seen.len(), 54);
+        assert_eq!(seen.len(), 55);
     }
 
     #[test]

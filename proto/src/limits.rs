@@ -28,6 +28,8 @@ pub const MAX_ADDR_BYTES: usize = 512;
 pub const MAX_SERVERS_PER_REQUEST: usize = 255;
 /// Most entries in one `ReadDir` or `ListTrash` page; larger `limit`s are clamped to it.
 pub const MAX_PAGE_ENTRIES: u32 = 10_000;
+/// Most inodes in one `GetAttrs` request.
+pub const MAX_ATTRS_PER_CALL: usize = 1024;
 /// Most chunks in one `GetChunks` or `FileInfo` reply; larger `count`s are clamped to it.
 pub const MAX_CHUNKS_PER_CALL: u32 = 1024;
 /// Most problem chunks one `Fsck` reply lists; larger `max_problems` are clamped to it.
@@ -146,6 +148,18 @@ fixed_size!(
     RaftVote,
     RaftSnapshot,
 );
+
+impl Validate for GetAttrs {
+    fn validate(&self) -> Result<(), FsError> {
+        if self.inodes.len() > MAX_ATTRS_PER_CALL {
+            return Err(FsError::InvalidArgument(format!(
+                "{} inodes in one GetAttrs (at most {MAX_ATTRS_PER_CALL})",
+                self.inodes.len()
+            )));
+        }
+        Ok(())
+    }
+}
 
 impl Validate for Lookup {
     fn validate(&self) -> Result<(), FsError> {
@@ -467,6 +481,18 @@ mod tests {
             secondaries: vec![],
         };
         assert!(commit.validate().is_err());
+    }
+
+    #[test]
+    fn getattrs_is_bounded() {
+        let ask = |n: usize| GetAttrs {
+            inodes: vec![InodeId::ROOT; n],
+        };
+        assert_eq!(ask(MAX_ATTRS_PER_CALL).validate(), Ok(()));
+        assert!(matches!(
+            ask(MAX_ATTRS_PER_CALL + 1).validate(),
+            Err(FsError::InvalidArgument(_))
+        ));
     }
 
     #[test]

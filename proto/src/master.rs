@@ -39,6 +39,15 @@ pub struct GetAttr {
 }
 rpc!(GetAttr => Attr, GetAttr, [Client, Master]);
 
+/// The attributes of several inodes in one request (a mount's `readdirplus` page): one answer
+/// per inode, in order, `None` for an inode that no longer exists. At most
+/// [`crate::limits::MAX_ATTRS_PER_CALL`] inodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetAttrs {
+    pub inodes: Vec<InodeId>,
+}
+rpc!(GetAttrs => Vec<Option<Attr>>, GetAttrs, [Client, Master]);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mkdir {
     pub op: OpId,

@@ -57,6 +57,40 @@ async fn put_200_mib_with_the_cli_spans_chunks_on_three_distinct_replicas() {
 }
 
 /// A record: magic, writer, sequence, payload length, CRC32C of the payload, payload.
+/// `GetAttrs` (a mount's readdirplus page): one answer per inode, in order, `None` for one that
+/// is gone; more than one request's worth is split by the client library.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_of_many_inodes_in_one_request() {
+    let cluster = Cluster::start(Options::default()).await;
+    let client = cluster.client().await;
+    let root = InodeId::ROOT;
+    let dir = client.mkdir(root, "d", 0o750, 7, 8).await.unwrap();
+    let a = client
+        .create(dir.inode, "a", 0o640, 7, 8, true)
+        .await
+        .unwrap();
+    let b = client
+        .create(dir.inode, "b", 0o600, 9, 9, true)
+        .await
+        .unwrap();
+    client.unlink(dir.inode, "b").await.unwrap();
+    let got = client
+        .getattrs(&[a.inode, b.inode, dir.inode])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].as_ref().map(|x| (x.mode, x.uid)), Some((0o640, 7)));
+    assert!(got[1].is_none(), "an unlinked file has no attributes");
+    assert_eq!(got[2].as_ref().map(|x| x.kind), Some(FileKind::Directory));
+    let many = vec![a.inode; quarry_proto::limits::MAX_ATTRS_PER_CALL * 2 + 3];
+    let got = client.getattrs(&many).await.unwrap();
+    assert_eq!(got.len(), many.len());
+    assert!(got
+        .iter()
+        .all(|x| x.as_ref().is_some_and(|x| x.inode == a.inode)));
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_and_appenders_all_finish_whole() {
     init_tracing();

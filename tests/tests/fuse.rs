@@ -259,6 +259,21 @@ fn two_mounts_see_close_to_open() {
     let back = std::fs::read(a.path("shared")).unwrap();
     assert_eq!(&back[data.len()..], b"tail\n");
 
+    // Close-to-open within the attribute TTL: A has the file's attributes cached (a stat, a
+    // listing) when B appends and closes; A's next open still reads the new end (the open
+    // finds the file changed and drops the kernel's cached attributes).
+    for round in 0..3 {
+        let before = std::fs::metadata(a.path("shared")).unwrap().len();
+        a.sh("ls -l > /dev/null");
+        b.sh(&format!("echo more{round} >> shared"));
+        let back = std::fs::read(a.path("shared")).unwrap();
+        assert_eq!(back.len() as u64, before + 6, "round {round}");
+        assert_eq!(
+            &back[before as usize..],
+            format!("more{round}\n").as_bytes()
+        );
+    }
+
     // A directory made on A is listed on B.
     a.sh("mkdir -p x/y && echo hi > x/y/z");
     assert_eq!(b.sh("cat x/y/z"), "hi\n");
@@ -463,6 +478,25 @@ fn symlinks_links_fifos_xattrs_and_unlink_while_open() {
         }
     } else {
         eprintln!("skipping the xattr checks: setfattr/getfattr missing (run scripts/setup.sh)");
+    }
+
+    // security.capability: the kernel asks for it before every write; the mount answers while
+    // it knows the file has none (created here, or the master said so within the attribute
+    // TTL), and a change through this mount is seen at once, here and through another mount.
+    if have_command("setcap") && have_command("getcap") {
+        m.sh("printf data > capfile && printf ' more' >> capfile");
+        assert_eq!(m.sh("getcap capfile"), "");
+        m.sh("setcap cap_net_raw+ep capfile");
+        assert!(m.sh("getcap capfile").contains("cap_net_raw"));
+        let other = MountGuard::new(&rt, &cluster);
+        assert!(other.sh("getcap capfile").contains("cap_net_raw"));
+        m.sh("setcap -r capfile");
+        assert_eq!(m.sh("getcap capfile"), "");
+        m.sh("printf ' again' >> capfile");
+        assert_eq!(other.sh("cat capfile"), "data more again");
+        m.sh("rm capfile");
+    } else {
+        eprintln!("skipping the capability checks: setcap/getcap missing (run scripts/setup.sh)");
     }
 
     // unlink while open: the open file stays readable and writable until it is closed
