@@ -112,28 +112,23 @@ async fn committed_id_is_written_with_the_next_meta_write_or_at_flush() {
     assert_eq!(log.committed_index(), 8);
 }
 
-/// The newest segment file of a log store in `dir`.
-fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
+/// The segment files of a log store in `dir`, oldest first.
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(dir.join(LOG_DIR))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .collect();
     segs.sort();
-    segs.pop().expect("a segment")
+    segs
+}
+
+fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    segments(dir).pop().expect("a segment")
 }
 
 fn segment_count(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join(LOG_DIR))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("seg-")
-        })
-        .count()
+    segments(dir).len()
 }
 
 async fn indexes(log: &mut LogStore) -> Vec<u64> {
@@ -242,12 +237,7 @@ async fn damage_inside_the_log_is_refused() {
             .unwrap();
     }
     assert!(segment_count(dir.path()) > 2);
-    let mut segs: Vec<_> = std::fs::read_dir(dir.path().join(LOG_DIR))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .collect();
-    segs.sort();
+    let segs = segments(dir.path());
     let mut bytes = std::fs::read(&segs[0]).unwrap();
     bytes[40] ^= 0xff;
     std::fs::write(&segs[0], &bytes).unwrap();
