@@ -25,6 +25,25 @@ use tokio::task::JoinSet;
 /// ALPN protocol name.
 pub const ALPN: &[u8] = b"quarry/1";
 
+/// Datagrams quinn puts in one segmentation-offload (GSO) send at most (quinn 0.11's
+/// `MAX_TRANSMIT_SEGMENTS`).
+pub const GSO_SEGMENTS: usize = 10;
+
+/// Bytes one GSO send may carry: a UDP datagram's 64 KiB less headers (65,507 over IPv4),
+/// rounded down.
+pub const GSO_MAX_BYTES: usize = 65_000;
+
+/// What a connection's path looks like from this end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathReport {
+    /// Largest UDP payload currently sent.
+    pub mtu: u16,
+    /// Packets quinn declared lost (resent after loss detection).
+    pub lost_packets: u64,
+    /// Times quinn concluded large packets vanish and fell back to the minimum MTU.
+    pub black_holes: u64,
+}
+
 /// LAN-tuned QUIC settings. Default::default() gives them.
 #[derive(Clone, Debug)]
 pub struct QuicSettings {
@@ -51,12 +70,21 @@ pub struct QuicSettings {
     pub loopback_initial_mtu: u16,
     /// UDP payload every path is assumed to carry.
     pub min_mtu: u16,
-    /// Upper bound of MTU discovery.
+    /// Upper bound of MTU discovery towards non-loopback peers. Kept at or below
+    /// [`GSO_MAX_BYTES`] / [`GSO_SEGMENTS`] so that one segmentation-offload send of quinn's
+    /// batch fits the kernel's 64 KiB limit (a larger one fails with `EMSGSIZE`, which quinn
+    /// takes for a lost MTU probe: the batch is lost and the path falls back to 1200 bytes).
     pub mtu_discovery_upper_bound: u16,
     /// Largest UDP payload this endpoint accepts.
     pub max_udp_payload_size: u16,
     /// Dial-only endpoints ([`QuicNode::client`]) bind 127.0.0.1:0 instead of 0.0.0.0:0.
     pub loopback: bool,
+    /// Receive and send buffer asked of the kernel for each endpoint's UDP socket. The default
+    /// (`net.core.rmem_default`, 208 KiB on Linux) holds three 64 KiB loopback datagrams: one
+    /// 256 KiB read reply overflowed it, and every lost datagram stalled its request until loss
+    /// recovery resent it (30 to 110 ms seen). Root gets it whole (`SO_RCVBUFFORCE`), others up
+    /// to `net.core.rmem_max` / `wmem_max`.
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for QuicSettings {
@@ -75,9 +103,10 @@ impl Default for QuicSettings {
             initial_mtu: 1452,
             loopback_initial_mtu: 65_000,
             min_mtu: 1200,
-            mtu_discovery_upper_bound: 65_000,
+            mtu_discovery_upper_bound: (GSO_MAX_BYTES / GSO_SEGMENTS) as u16,
             max_udp_payload_size: 65_527,
             loopback: false,
+            socket_buffer_bytes: 8 << 20,
         }
     }
 }
@@ -112,9 +141,14 @@ impl QuicSettings {
         let mut cubic = quinn::congestion::CubicConfig::default();
         cubic.initial_window((10 * initial_mtu as u64).max(14_720));
         t.congestion_controller_factory(Arc::new(cubic));
+        let upper_bound = self.mtu_discovery_upper_bound.max(initial_mtu);
         let mut mtu = MtuDiscoveryConfig::default();
-        mtu.upper_bound(self.mtu_discovery_upper_bound);
+        mtu.upper_bound(upper_bound);
         t.mtu_discovery_config(Some(mtu));
+        // Loopback's 64 KiB datagrams go one per send (a GSO batch of them would exceed the
+        // kernel's limit and be dropped whole, see `mtu_discovery_upper_bound`); LAN-sized ones
+        // go in batches.
+        t.enable_segmentation_offload(GSO_SEGMENTS * upper_bound as usize <= GSO_MAX_BYTES);
         Ok(t)
     }
 }
@@ -228,6 +262,24 @@ impl QuicNode {
         self.transport.clone()
     }
 
+    /// The state of the path of this node's cached connection to `addr`, if it has one.
+    pub fn path_report(&self, addr: &str) -> Option<PathReport> {
+        let slot = self
+            .transport
+            .conns
+            .lock()
+            .expect("poisoned")
+            .get(addr)?
+            .clone();
+        let cached = slot.try_lock().ok()?;
+        let stats = cached.as_ref()?.stats().path;
+        Some(PathReport {
+            mtu: stats.current_mtu,
+            lost_packets: stats.lost_packets,
+            black_holes: stats.black_holes_detected,
+        })
+    }
+
     /// This node's identity.
     pub fn identity(&self) -> &Identity {
         &self.transport.identity
@@ -264,11 +316,67 @@ fn make_endpoint(
         .ok_or_else(|| anyhow!("QUIC endpoints must be created inside a tokio runtime"))?;
     let socket =
         std::net::UdpSocket::bind(bind).with_context(|| format!("binding UDP socket {bind}"))?;
+    size_socket_buffers(&socket, settings.socket_buffer_bytes);
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(settings.max_udp_payload_size)
         .map_err(|e| anyhow!("max_udp_payload_size: {e}"))?;
     Endpoint::new(config, server_config, socket, runtime).context("creating the QUIC endpoint")
+}
+
+/// Ask for `bytes` of receive and send buffer on `socket`: forced past the system maximum where
+/// permitted, else as much as the maximum allows. Best effort: what the kernel granted is logged.
+/// (`setsockopt` has no safe wrapper among the dependencies; socket2's lacks the forced sizes.)
+#[allow(unsafe_code)]
+fn size_socket_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    if bytes == 0 {
+        return;
+    }
+    let fd = socket.as_raw_fd();
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |opt: libc::c_int| {
+        // SAFETY: `fd` is an open socket owned by `socket` for the whole call, and the option
+        // value is a c_int whose size is passed with it.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&want as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    let get = |opt: libc::c_int| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: as above; `v` and `len` outlive the call and `len` is `v`'s size.
+        let ok = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+        };
+        if ok {
+            v
+        } else {
+            -1
+        }
+    };
+    for (force, plain, what) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive"),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send"),
+    ] {
+        if !set(force) {
+            set(plain);
+        }
+        // Linux reports twice the size asked (the doubling covers its bookkeeping).
+        tracing::debug!(asked = bytes, granted = get(plain), "UDP {what} buffer");
+    }
 }
 
 /// The certificate material as rustls wants it.

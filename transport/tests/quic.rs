@@ -446,3 +446,42 @@ async fn throughput_256_mib() {
     c.shutdown().await;
     node.shutdown().await;
 }
+
+/// Large requests and replies over loopback keep their 64 KiB datagrams: quinn batches up to
+/// ten datagrams per segmentation-offload send, ten 64 KiB ones exceed what one UDP send may
+/// carry, and the kernel's EMSGSIZE made quinn count the batch lost, conclude a black hole and
+/// drop to 1200-byte packets (with 30 to 110 ms stalls while it recovered). The sender's end
+/// sees it: the client's for pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_transfers_keep_the_loopback_mtu_without_losses() {
+    let ca = ClusterCa::generate("t").unwrap();
+    let s = server(&ca, "cs", 1).await;
+    let (c, rpc) = client(&ca.issue(Role::Client, "alice").unwrap());
+    for round in 0..8u64 {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..4u64 {
+            let (rpc, addr) = (rpc.clone(), s.addr.clone());
+            let data = pattern(round * 4 + i, 1 << 20);
+            let req = PushData {
+                data_id: DataId(round * 4 + i),
+                forward: vec![],
+                crc32c: checksum(&data),
+            };
+            calls.spawn(async move {
+                rpc.call_with_body(&addr, &req, Bytes::from(data)).await?;
+                let (_, body) = rpc.call_read(&addr, &read_req(round, 1 << 20)).await?;
+                assert_eq!(body.len(), 1 << 20);
+                Ok::<_, FsError>(())
+            });
+        }
+        while let Some(r) = calls.join_next().await {
+            r.unwrap().unwrap();
+        }
+    }
+    let path = c.path_report(&s.addr).expect("a cached connection");
+    assert_eq!(path.black_holes, 0, "{path:?}");
+    assert_eq!(path.mtu, 65_000, "{path:?}");
+    assert_eq!(path.lost_packets, 0, "{path:?}");
+    c.shutdown().await;
+    s.node.shutdown().await;
+}
