@@ -65,6 +65,9 @@ struct Inner {
     client_id: ClientId,
     seq: AtomicU64,
     info: ClusterInfoReply,
+    /// The trash retention as of the last [`Client::refresh_cluster_info`] (it is state on the
+    /// masters, logged by a new leader when its configuration differs, so it can change).
+    trash_retention_ms: AtomicU64,
     /// (masters known: the configured ones plus any a `NotLeader` hint named, which index to
     /// try next).
     master_hint: Mutex<(Vec<String>, usize)>,
@@ -100,16 +103,21 @@ impl Client {
                 chunk_size: 0,
                 replication: 0,
                 lease_duration_ms: 0,
+                trash_retention_ms: 0,
             },
             master_hint: Mutex::new((known, 0)),
             grants: Mutex::new(Default::default()),
             read_turn: AtomicU64::new(rand::random()),
+            trash_retention_ms: AtomicU64::new(0),
         };
         inner.find_leader().await;
         inner.info = inner.master(&ClusterInfo {}).await?;
         if inner.info.chunk_size == 0 {
             return Err(FsError::Protocol("master reported chunk size 0".into()));
         }
+        inner
+            .trash_retention_ms
+            .store(inner.info.trash_retention_ms, Ordering::Relaxed);
         Ok(Client {
             inner: Arc::new(inner),
         })
@@ -117,6 +125,21 @@ impl Client {
 
     pub fn chunk_size(&self) -> u64 {
         self.inner.info.chunk_size
+    }
+
+    /// The cluster's trash retention (zero: no trash) as of the connection or the last
+    /// [`Client::refresh_cluster_info`].
+    pub fn trash_retention(&self) -> Duration {
+        Duration::from_millis(self.inner.trash_retention_ms.load(Ordering::Relaxed))
+    }
+
+    /// Ask the masters again for what may change in [`ClusterInfoReply`] (the trash retention).
+    pub async fn refresh_cluster_info(&self) -> Result<(), FsError> {
+        let info: ClusterInfoReply = self.inner.master(&ClusterInfo {}).await?;
+        self.inner
+            .trash_retention_ms
+            .store(info.trash_retention_ms, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn client_id(&self) -> ClientId {

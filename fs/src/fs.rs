@@ -4,9 +4,10 @@
 //!
 //! Symlinks, hard links, special files and extended attributes go through [`seams`]; open-file
 //! holds are taken at an inode's first open in this mount (by the create request itself for a
-//! file this mount creates; in the background, not waited for, for a read-only open) and
-//! dropped [`HOLD_LINGER`] after its last release, in the background (an unlink or rename here
-//! waits for the holds in flight and drops the lingering ones first).
+//! file this mount creates; for a read-only open, only once it has been open [`HOLD_DEFER`]
+//! while the cluster keeps a trash, else in the background, not waited for) and dropped
+//! [`HOLD_LINGER`] after its last release, in the background (an unlink or rename here takes
+//! the deferred holds, waits for the holds in flight and drops the lingering ones first).
 
 use crate::attr::{self, file_attr, file_type, inode, timestamp};
 use crate::errno::OpError;
@@ -19,7 +20,7 @@ use fuser::{
 };
 use quarry_client::Client;
 use quarry_proto::master::SetAttr;
-use quarry_proto::{Attr, FileKind, InodeId, Timestamp};
+use quarry_proto::{Attr, FileKind, FsError, InodeId, Timestamp};
 use quarry_transport::metrics;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -83,6 +84,13 @@ struct Shared {
     /// there first moves the file to the trash, and the late hold takes it back as an open
     /// orphan (with the trash off, the file is gone and reads fail with ENOENT).
     pending_holds: Arc<tokio::sync::RwLock<()>>,
+    /// Inodes open here read-only with no hold on the master yet, and when the hold is due (their
+    /// first open plus [`HOLD_DEFER`]). A file whose handles are all closed by then never costs a
+    /// hold and its drop (two Raft commits per file that `grep -r` or `cat` reads). One unlinked
+    /// elsewhere meanwhile is in the trash, from where the hold takes it back: when it is due,
+    /// at once when a read or stat finds the file gone, and before any unlink or rename through
+    /// this mount. Changed only under the inode's hold lock.
+    deferred: Mutex<HashMap<InodeId, Instant>>,
     /// (size, mtime) of each file as of its last open here: a file opened again unchanged keeps
     /// the kernel's page cache (a warm read stays local); any change, from this mount or
     /// another, moves the mtime and drops it (close-to-open).
@@ -119,6 +127,20 @@ const CACHE_STAMPS_MAX: usize = 65_536;
 /// through this mount first drops every lingering hold, so a file removed here after its close
 /// goes (or moves to the trash) at once; one removed elsewhere goes up to this much later.
 pub const HOLD_LINGER: Duration = Duration::from_secs(1);
+
+/// How long a read-only open goes without a hold on the master (see [`Shared::deferred`]).
+pub const HOLD_DEFER: Duration = Duration::from_secs(1);
+
+/// Shortest trash retention with which read-only opens defer their holds: a hold must land
+/// while the file an unlink elsewhere moved to the trash is still there, so the retention has to
+/// dwarf [`HOLD_DEFER`] (the default is a day).
+pub const MIN_TRASH_FOR_DEFER: Duration = Duration::from_secs(60);
+
+/// How often the mount asks the masters for the trash retention again while it defers holds,
+/// and while it does not (a new cluster's leader logs its configured retention shortly after
+/// the mount may have connected).
+const INFO_REFRESH: Duration = Duration::from_secs(10);
+const INFO_REFRESH_NOT_DEFERRING: Duration = Duration::from_secs(1);
 
 /// How often lingering holds are looked at.
 const LINGER_TICK: Duration = Duration::from_millis(250);
@@ -225,12 +247,14 @@ impl QuarryFs {
                     hold_locks: Mutex::new(HashMap::new()),
                     lingering: Mutex::new(HashMap::new()),
                     pending_holds: Arc::new(tokio::sync::RwLock::new(())),
+                    deferred: Mutex::new(HashMap::new()),
                     cache_stamps: Mutex::new(HashMap::new()),
                     no_caps: Mutex::new(HashMap::new()),
                     told: Mutex::new(HashMap::new()),
                     notifier: Arc::new(OnceLock::new()),
                 });
                 runtime.spawn(drop_expired_holds(Arc::downgrade(&shared)));
+                runtime.spawn(refresh_trash_retention(Arc::downgrade(&shared)));
                 shared
             },
             runtime,
@@ -265,14 +289,46 @@ impl QuarryFs {
     }
 }
 
-/// Drop the holds whose linger time is over, every [`LINGER_TICK`], until the mount is gone.
+/// Every [`LINGER_TICK`] until the mount is gone: take the deferred holds that are due and drop
+/// the holds whose linger time is over.
 async fn drop_expired_holds(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(LINGER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(s) = shared.upgrade() else { return };
-        s.drop_lingering(Some(Instant::now())).await;
+        let now = Instant::now();
+        tokio::join!(s.take_deferred(Some(now)), s.drop_lingering(Some(now)));
+    }
+}
+
+/// Until the mount is gone, ask the masters for the trash retention every [`INFO_REFRESH`]
+/// (or [`INFO_REFRESH_NOT_DEFERRING`]): a new leader logs its configured one, and read-only
+/// opens defer their holds only while it is long.
+async fn refresh_trash_retention(shared: std::sync::Weak<Shared>) {
+    let mut deferring = None;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let defer = s.client.trash_retention() >= MIN_TRASH_FOR_DEFER;
+        if deferring != Some(defer) {
+            deferring = Some(defer);
+            tracing::info!(
+                trash_retention_ms = s.client.trash_retention().as_millis() as u64,
+                "read-only opens {} their holds",
+                if defer { "defer" } else { "do not defer" }
+            );
+        }
+        drop(s);
+        tokio::time::sleep(if defer {
+            INFO_REFRESH
+        } else {
+            INFO_REFRESH_NOT_DEFERRING
+        })
+        .await;
+        let Some(s) = shared.upgrade() else { return };
+        if let Err(e) = s.client.refresh_cluster_info().await {
+            tracing::debug!(error = %e, "cluster info");
+        }
     }
 }
 
@@ -325,7 +381,13 @@ impl Shared {
     }
 
     async fn getattr(&self, ino: InodeId) -> OpResult<FileAttr> {
-        let attr = self.client.getattr(ino).await?;
+        let attr = match self.client.getattr(ino).await {
+            // Open here with its hold deferred and unlinked elsewhere: take it back.
+            Err(FsError::NotFound) if self.take_deferred_hold(ino).await => {
+                self.client.getattr(ino).await?
+            }
+            r => r?,
+        };
         let v = self.view(&attr);
         tracing::debug!(inode = %ino, master = attr.size, seen = v.size, "getattr");
         Ok(v)
@@ -381,8 +443,9 @@ impl Shared {
 
     /// A new handle on `attr`'s file; the size is the master's at open unless this mount holds
     /// dirty data for it. `held`: the master already has this mount's hold on it (the create
-    /// request took it). `read_only`: the hold, if one is needed, goes out in the background
-    /// (see [`Shared::pending_holds`]); a handle that may write waits for it.
+    /// request took it). `read_only`: the hold, if one is needed, is deferred (see
+    /// [`Shared::deferred`]) or goes out in the background (see [`Shared::pending_holds`]); a
+    /// handle that may write waits for it.
     async fn open_handle(
         self: &Arc<Self>,
         attr: &Attr,
@@ -423,7 +486,13 @@ impl Shared {
             // unlink keeps its data until the last close here — unless the hold is there
             // already (taken by the create, or lingering after a recent close).
             let lingered = self.lingering.lock().unwrap().remove(&attr.inode).is_some();
-            if !held && !lingered {
+            let defer = read_only && self.client.trash_retention() >= MIN_TRASH_FOR_DEFER;
+            if !held && !lingered && defer {
+                self.deferred
+                    .lock()
+                    .unwrap()
+                    .insert(attr.inode, Instant::now() + HOLD_DEFER);
+            } else if !held && !lingered {
                 if read_only {
                     // The inode's hold lock and a share of `pending_holds` go with the request:
                     // this handle's release, a later open of the inode, and an unlink or
@@ -441,6 +510,9 @@ impl Shared {
                 }
                 self.hold(attr.inode, true).await;
             }
+        } else if !read_only && self.deferred.lock().unwrap().remove(&attr.inode).is_some() {
+            // Open read-only here, now for writing too: a handle that may write waits for it.
+            self.hold(attr.inode, true).await;
         }
         drop(guard);
         self.drop_hold_lock(attr.inode, lock);
@@ -582,8 +654,9 @@ impl Shared {
                 None => false,
             }
         };
-        if last {
-            // Dropped by `drop_lingering` later, unless the file is opened here again first.
+        // A deferred hold that was never taken has nothing to drop; any other is dropped by
+        // `drop_lingering` later, unless the file is opened here again first.
+        if last && self.deferred.lock().unwrap().remove(&open.inode).is_none() {
             self.lingering
                 .lock()
                 .unwrap()
@@ -623,6 +696,39 @@ impl Shared {
         while drops.join_next().await.is_some() {}
     }
 
+    /// Take the deferred holds due by `due` (all of them if `None`), concurrently, each under
+    /// its inode's hold lock and only if it is still deferred (not closed or taken meanwhile).
+    async fn take_deferred(self: &Arc<Self>, due: Option<Instant>) {
+        let inodes: Vec<InodeId> = self
+            .deferred
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, at)| due.is_none_or(|d| **at <= d))
+            .map(|(i, _)| *i)
+            .collect();
+        let mut holds = tokio::task::JoinSet::new();
+        for inode in inodes {
+            let s = Arc::clone(self);
+            holds.spawn(async move { s.take_deferred_hold(inode).await });
+        }
+        while holds.join_next().await.is_some() {}
+    }
+
+    /// Take `inode`'s hold now if it is deferred. Returns whether the master took it (the file
+    /// is live again if an unlink elsewhere had moved it to the trash).
+    async fn take_deferred_hold(&self, inode: InodeId) -> bool {
+        let lock = self.hold_lock(inode);
+        let guard = lock.lock().await;
+        let mut taken = false;
+        if self.deferred.lock().unwrap().remove(&inode).is_some() {
+            taken = self.hold(inode, true).await;
+        }
+        drop(guard);
+        self.drop_hold_lock(inode, lock);
+        taken
+    }
+
     /// Before an unlink or rename here: drop the holds of files closed here, so that a file
     /// whose last name this removes goes now, as it would had its close dropped the hold.
     async fn drop_all_lingering(self: &Arc<Self>) {
@@ -632,10 +738,15 @@ impl Shared {
     }
 
     /// Take or drop this mount's open hold on `inode`. A failure only costs the unlink-while-open
-    /// guarantee, so it is logged rather than failing the open or close.
-    async fn hold(&self, inode: InodeId, hold: bool) {
-        if let Err(e) = self.client.hold_open(inode, hold).await {
-            tracing::warn!(%inode, hold, error = %e, "open hold");
+    /// guarantee, so it is logged rather than failing the open or close. Returns whether it
+    /// succeeded.
+    async fn hold(&self, inode: InodeId, hold: bool) -> bool {
+        match self.client.hold_open(inode, hold).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%inode, hold, error = %e, "open hold");
+                false
+            }
         }
     }
 
@@ -880,6 +991,7 @@ impl Filesystem for QuarryFs {
             "unlink",
             |s| async move {
                 s.check_sticky(uid, inode(parent), &name).await?;
+                s.take_deferred(None).await;
                 s.wait_pending_holds().await;
                 s.drop_all_lingering().await;
                 Ok(s.client.unlink(inode(parent), &name).await?)
@@ -960,6 +1072,7 @@ impl Filesystem for QuarryFs {
                 let flags = rename_flags(flags)?;
                 s.check_sticky(uid, inode(parent), &name).await?;
                 s.check_sticky(uid, inode(newparent), &newname).await?;
+                s.take_deferred(None).await;
                 s.wait_pending_holds().await;
                 s.drop_all_lingering().await;
                 Ok(s.client
@@ -1036,7 +1149,13 @@ impl Filesystem for QuarryFs {
             "read",
             |s| async move {
                 let (open, _) = s.file(fh)?;
-                Ok(open.read(offset, size).await?)
+                match open.read(offset, size).await {
+                    // Its hold deferred and the file unlinked elsewhere: take it back and retry.
+                    Err(FsError::NotFound) if s.take_deferred_hold(open.inode).await => {
+                        Ok(open.read(offset, size).await?)
+                    }
+                    r => Ok(r?),
+                }
             },
             move |r| match r {
                 Ok(b) => {

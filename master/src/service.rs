@@ -1001,8 +1001,10 @@ impl Inner {
     }
 
     async fn cluster_info(&self, _req: Request<ClusterInfo>) -> Result<ClusterInfoReply, FsError> {
+        let engine = self.engine.read().unwrap();
         Ok(ClusterInfoReply {
-            chunk_size: self.engine.read().unwrap().chunk_size(),
+            chunk_size: engine.chunk_size(),
+            trash_retention_ms: engine.trash_retention_ms(),
             replication: self.config.replication,
             lease_duration_ms: self.config.lease_duration_ms,
         })

@@ -16,6 +16,10 @@ pub struct ClusterInfoReply {
     pub chunk_size: u64,
     pub replication: u32,
     pub lease_duration_ms: u64,
+    /// How long a deleted file stays in the trash (0: no trash). Mounts defer the open holds of
+    /// short read-only opens only while this is long: a hold that lands after an unlink takes
+    /// the file back from the trash.
+    pub trash_retention_ms: u64,
 }
 rpc!(ClusterInfo => ClusterInfoReply, ClusterInfo, [Client, Chunkserver, Master]);
 

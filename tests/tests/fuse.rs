@@ -408,6 +408,112 @@ fn read_only_opens_keep_their_file_through_an_unlink_at_once() {
     rt.block_on(cluster.shutdown());
 }
 
+/// With a trash, a read-only open takes its hold only once it has been open `HOLD_DEFER`: a
+/// file read and closed at once costs no hold (and no drop), so an unlink elsewhere right after
+/// sends it straight to the trash. A file unlinked elsewhere while open here is taken back from
+/// the trash when its deferred hold falls due, at once when a read finds it gone, and before an
+/// unlink through the mount; the reader sees the whole file every time.
+#[test]
+fn read_only_opens_defer_their_holds_while_the_cluster_keeps_a_trash() {
+    use quarry_proto::InodeId;
+    use std::io::Read;
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(options().trash_retention_ms(600_000)));
+    let client = rt.block_on(cluster.client());
+    let m = MountGuard::new(&rt, &cluster);
+    let data = pattern(5, 200_000);
+    let put = |name: &str| -> InodeId {
+        rt.block_on(async {
+            let a = client
+                .create(InodeId::ROOT, name, 0o644, 0, 0, true)
+                .await
+                .unwrap();
+            client
+                .write(a.inode, 0, bytes::Bytes::copy_from_slice(&data))
+                .await
+                .unwrap();
+            a.inode
+        })
+    };
+    let gone = |ino: InodeId| rt.block_on(client.getattr(ino)).is_err();
+    let orphan = |ino: InodeId| rt.block_on(client.getattr(ino)).is_ok_and(|a| a.nlink == 0);
+    let unlink = |name: &str| rt.block_on(client.unlink(InodeId::ROOT, name)).unwrap();
+    let read_all = |f: &mut std::fs::File| {
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        got
+    };
+
+    // Read and closed at once: no hold lingers, the unlink elsewhere trashes the file. (The
+    // mount learns the cluster's retention from the masters, which log it after their
+    // election: until then its opens take holds, so this is retried until it holds.)
+    let mut probe = 0;
+    wait_until(
+        "a read-only open and close to leave no hold",
+        Duration::from_secs(20),
+        || {
+            probe += 1;
+            let name = format!("quick{probe}");
+            let ino = put(&name);
+            assert_eq!(std::fs::read(m.path(&name)).unwrap(), data);
+            unlink(&name);
+            gone(ino)
+        },
+    );
+    let quick = (0..5)
+        .map(|i| {
+            let name = format!("again{i}");
+            let ino = put(&name);
+            assert_eq!(std::fs::read(m.path(&name)).unwrap(), data);
+            unlink(&name);
+            gone(ino)
+        })
+        .filter(|g| *g)
+        .count();
+    assert_eq!(quick, 5, "every quick read-only open left no hold");
+
+    // Open past the deferral, unlinked elsewhere first: the due hold takes the file back.
+    let ino = put("long");
+    let mut f = std::fs::File::open(m.path("long")).unwrap();
+    unlink("long");
+    assert!(gone(ino), "no hold yet: the unlink trashed it");
+    wait_until(
+        "the deferred hold to take the file back from the trash",
+        Duration::from_secs(10),
+        || orphan(ino),
+    );
+    assert_eq!(sha256(&read_all(&mut f)), sha256(&data));
+    drop(f);
+    wait_until(
+        "the file to go back to the trash after its close",
+        Duration::from_secs(10),
+        || gone(ino),
+    );
+
+    // Unlinked elsewhere before the first read: the read takes it back and goes on.
+    let ino = put("early");
+    let mut f = std::fs::File::open(m.path("early")).unwrap();
+    unlink("early");
+    assert_eq!(sha256(&read_all(&mut f)), sha256(&data));
+    assert!(orphan(ino), "the read took the file back");
+    drop(f);
+
+    // Unlinked through the mount while open read-only: the hold goes first.
+    let ino = put("here");
+    let mut f = std::fs::File::open(m.path("here")).unwrap();
+    std::fs::remove_file(m.path("here")).unwrap();
+    assert!(orphan(ino), "held before the unlink");
+    assert_eq!(sha256(&read_all(&mut f)), sha256(&data));
+    drop(f);
+    assert!(!m.path("here").exists());
+
+    drop(m);
+    rt.block_on(cluster.shutdown());
+}
+
 /// Whether `cmd` is on the PATH (the xattr checks need the `attr` package's tools).
 
 #[test]
