@@ -342,6 +342,16 @@ fn corruption_detected<T: Harness>() {
         .unwrap();
     s.verify(H).unwrap();
     assert_eq!(read_all(s, V1), data);
+    // The first block (whose checksum and data one read fetches together).
+    t.corrupt(H, 5);
+    let first = FsError::ChecksumMismatch {
+        handle: H.0,
+        block: 0,
+    };
+    assert_eq!(s.read(H, V1, 0, 10).unwrap_err(), first);
+    assert_eq!(s.read(H, V1, 0, 2 * BLOCK).unwrap_err(), first);
+    s.write(H, V1, 0, &data[..BLOCK as usize]).unwrap();
+    assert_eq!(s.read(H, V1, 0, 10).unwrap(), data[..10]);
     // The last, partial block.
     t.corrupt(H, 3 * BLOCK + 999);
     assert_eq!(
