@@ -40,6 +40,8 @@ pub struct Options {
     pub replication: u32,
     pub lease_ms: u64,
     pub heartbeat_ms: u64,
+    /// Chunkservers send a full chunk report at least this often (the library's 30 s by default).
+    pub full_report_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub rpc_timeout_ms: u64,
     /// MapReduce: a worker silent this long is lost.
@@ -72,6 +74,8 @@ impl Default for Options {
             replication: 3,
             lease_ms: 4_000,
             heartbeat_ms: 200,
+            full_report_ms: quarry_chunkserver::ChunkserverConfig::new(PathBuf::new(), vec![])
+                .full_report_interval_ms,
             heartbeat_timeout_ms: 2_000,
             rpc_timeout_ms: 5_000,
             worker_timeout_ms: 3_000,
@@ -107,6 +111,11 @@ impl Options {
 
     pub fn trash_retention_ms(mut self, ms: u64) -> Self {
         self.trash_retention_ms = ms;
+        self
+    }
+
+    pub fn full_report_ms(mut self, ms: u64) -> Self {
+        self.full_report_ms = ms;
         self
     }
 
@@ -148,6 +157,7 @@ impl Options {
     fn chunkserver_config(&self, dir: PathBuf, master: SocketAddr) -> ChunkserverConfig {
         let mut c = ChunkserverConfig::new(dir, vec![master.to_string()]);
         c.heartbeat_interval_ms = self.heartbeat_ms;
+        c.full_report_interval_ms = self.full_report_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
         c.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
         c.scrub_idle_ms = self.scrub_idle_ms;
@@ -162,6 +172,7 @@ impl Options {
             format!("--lease-ms={}", self.lease_ms),
             format!("--heartbeat-timeout-ms={}", self.heartbeat_timeout_ms),
             format!("--heartbeat-ms={}", self.heartbeat_ms),
+            format!("--full-report-interval-ms={}", self.full_report_ms),
             format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
             format!("--trash-retention-ms={}", self.trash_retention_ms),
             format!("--mr-worker-timeout-ms={}", self.worker_timeout_ms),

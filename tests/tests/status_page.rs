@@ -76,7 +76,9 @@ fn sum(exp: &Exposition, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_and_status_json_of_an_in_process_cluster() {
-    let cluster = Cluster::start(Options::default().chunk_size(CHUNK)).await;
+    // The chunk gauges count the last full report: one a second, not the default 30 s (the
+    // wait below would race the second report).
+    let cluster = Cluster::start(Options::default().chunk_size(CHUNK).full_report_ms(1_000)).await;
     let client = cluster.client().await;
     let sizes = [200 << 10, 100 << 10, 10 << 10];
     let chunks = write_files(&client, &sizes).await;
