@@ -75,7 +75,35 @@ struct Inner {
     grants: Mutex<std::collections::HashMap<(InodeId, u64), (WriteGrant, Instant)>>,
     /// Rotates replica choice so reads spread over servers.
     read_turn: AtomicU64,
+    /// The attributes of directories as the replies of this client's changes to their entries
+    /// last reported them, and when they arrived (see [`Client::recent_dir_attr`]).
+    dir_attrs: Mutex<DirAttrs>,
 }
+
+/// See [`Inner::dir_attrs`].
+#[derive(Default)]
+struct DirAttrs {
+    map: std::collections::HashMap<InodeId, (Attr, Instant)>,
+    /// Raised by every forget: a reply to a request sent before a forget may hold attributes
+    /// from before the change that caused it, and is not kept.
+    generation: u64,
+}
+
+impl DirAttrs {
+    fn forget(&mut self, inode: Option<InodeId>) {
+        match inode {
+            Some(i) => {
+                self.map.remove(&i);
+            }
+            None => self.map.clear(),
+        }
+        self.generation += 1;
+    }
+}
+
+/// Directories whose attributes from change replies are kept at most (the map is cleared past
+/// this; entries are only useful for a second or so).
+const DIR_ATTRS_MAX: usize = 4096;
 
 /// Backoff for attempt `n` (0-based): 20 ms doubling, at most 1 s.
 fn backoff(n: u32) -> Duration {
@@ -109,6 +137,7 @@ impl Client {
             grants: Mutex::new(Default::default()),
             read_turn: AtomicU64::new(rand::random()),
             trash_retention_ms: AtomicU64::new(0),
+            dir_attrs: Mutex::new(Default::default()),
         };
         inner.find_leader().await;
         inner.info = inner.master(&ClusterInfo {}).await?;
@@ -125,6 +154,57 @@ impl Client {
 
     pub fn chunk_size(&self) -> u64 {
         self.inner.info.chunk_size
+    }
+
+    /// The attributes of directory `inode` as the reply of the latest change to its entries
+    /// through this client reported them (after the change, read on the leader), and when that
+    /// reply arrived; `None` once a change of the directory's own attributes through this client
+    /// (mode, owner, times, extended attributes), or any rename or rmdir through it, made them
+    /// unreliable. How long they may stand for the directory is the caller's choice (a mount:
+    /// its attribute TTL, as the kernel would have cached them).
+    pub fn recent_dir_attr(&self, inode: InodeId) -> Option<(Attr, Instant)> {
+        self.inner
+            .dir_attrs
+            .lock()
+            .unwrap()
+            .map
+            .get(&inode)
+            .cloned()
+    }
+
+    /// Forget what [`Client::recent_dir_attr`] knows of `inode` (`None`: of every directory).
+    fn forget_dir_attrs(&self, inode: Option<InodeId>) {
+        self.inner.dir_attrs.lock().unwrap().forget(inode);
+    }
+
+    /// The generation of the directory attributes before a change is sent.
+    fn dir_generation(&self) -> u64 {
+        self.inner.dir_attrs.lock().unwrap().generation
+    }
+
+    /// Keep the directory attributes of a change's reply, unless something was forgotten since
+    /// the change was sent (`sent`: [`Client::dir_generation`] then). `moved`: the change may have
+    /// moved or removed a directory (rename, rmdir), whose own cached attributes (ctime, the
+    /// `..` link count of a parent) are then stale — everything known is forgotten first.
+    fn note_changed<T>(&self, reply: Changed<T>, sent: u64, moved: bool) -> T {
+        let now = Instant::now();
+        let mut attrs = self.inner.dir_attrs.lock().unwrap();
+        let current = attrs.generation == sent;
+        if moved || attrs.map.len() >= DIR_ATTRS_MAX {
+            attrs.forget(None);
+        }
+        if current {
+            for a in reply.dirs {
+                // Replies of concurrent changes may arrive out of order: keep the newest state.
+                match attrs.map.get(&a.inode) {
+                    Some((old, _)) if old.ctime > a.ctime => {}
+                    _ => {
+                        attrs.map.insert(a.inode, (a, now));
+                    }
+                }
+            }
+        }
+        reply.value
     }
 
     /// The cluster's trash retention (zero: no trash) as of the connection or the last
@@ -235,7 +315,9 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Mkdir {
                 op: self.op(),
                 parent,
@@ -244,7 +326,8 @@ impl Client {
                 uid,
                 gid,
             })
-            .await
+            .await?;
+        Ok(self.note_changed(reply, sent, false))
     }
 
     /// `mkdir -p`: create every missing directory of `path`; an existing directory is fine.
@@ -307,7 +390,9 @@ impl Client {
         exclusive: bool,
         hold: bool,
     ) -> Result<Attr, FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Create {
                 op: self.op(),
                 parent,
@@ -318,7 +403,8 @@ impl Client {
                 exclusive,
                 hold,
             })
-            .await
+            .await?;
+        Ok(self.note_changed(reply, sent, false))
     }
 
     /// Every entry of a directory, in name order (paged from the master).
@@ -349,15 +435,7 @@ impl Client {
         dst_parent: InodeId,
         dst_name: &str,
     ) -> Result<(), FsError> {
-        self.inner
-            .master(&Rename {
-                op: self.op(),
-                src_parent,
-                src_name: src_name.to_string(),
-                dst_parent,
-                dst_name: dst_name.to_string(),
-                flags: 0,
-            })
+        self.rename_flags(src_parent, src_name, dst_parent, dst_name, 0)
             .await
     }
 
@@ -371,7 +449,9 @@ impl Client {
         dst_name: &str,
         flags: u32,
     ) -> Result<(), FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Rename {
                 op: self.op(),
                 src_parent,
@@ -380,7 +460,18 @@ impl Client {
                 dst_name: dst_name.to_string(),
                 flags,
             })
-            .await
+            .await;
+        // A failed rename may still have moved a directory (a retry's answer lost): forget.
+        match reply {
+            Ok(reply) => {
+                self.note_changed(reply, sent, true);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget_dir_attrs(None);
+                Err(e)
+            }
+        }
     }
 
     /// Create a symlink `parent/name` pointing at `target` (mode 0o777).
@@ -392,7 +483,9 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Symlink {
                 op: self.op(),
                 parent,
@@ -401,7 +494,8 @@ impl Client {
                 uid,
                 gid,
             })
-            .await
+            .await?;
+        Ok(self.note_changed(reply, sent, false))
     }
 
     /// The target of a symlink.
@@ -421,7 +515,9 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Mknod {
                 op: self.op(),
                 parent,
@@ -432,7 +528,8 @@ impl Client {
                 uid,
                 gid,
             })
-            .await
+            .await?;
+        Ok(self.note_changed(reply, sent, false))
     }
 
     /// Hard link: `new_parent/new_name` names `inode` too. Returns its attributes (nlink raised).
@@ -442,14 +539,17 @@ impl Client {
         new_parent: InodeId,
         new_name: &str,
     ) -> Result<Attr, FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Link {
                 op: self.op(),
                 inode,
                 new_parent,
                 new_name: new_name.to_string(),
             })
-            .await
+            .await?;
+        Ok(self.note_changed(reply, sent, false))
     }
 
     pub async fn setxattr(
@@ -459,6 +559,7 @@ impl Client {
         value: &[u8],
         flags: XattrFlags,
     ) -> Result<(), FsError> {
+        self.forget_dir_attrs(Some(inode));
         self.inner
             .master(&SetXattr {
                 op: self.op(),
@@ -484,6 +585,7 @@ impl Client {
     }
 
     pub async fn removexattr(&self, inode: InodeId, name: &str) -> Result<(), FsError> {
+        self.forget_dir_attrs(Some(inode));
         self.inner
             .master(&RemoveXattr {
                 op: self.op(),
@@ -508,23 +610,40 @@ impl Client {
     }
 
     pub async fn unlink(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Unlink {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
             })
-            .await
+            .await?;
+        self.note_changed(reply, sent, false);
+        Ok(())
     }
 
     pub async fn rmdir(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
-        self.inner
+        let sent = self.dir_generation();
+        let reply = self
+            .inner
             .master(&Rmdir {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
             })
-            .await
+            .await;
+        // A failed rmdir may still have removed the directory (a retry's answer lost): forget.
+        match reply {
+            Ok(reply) => {
+                self.note_changed(reply, sent, true);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget_dir_attrs(None);
+                Err(e)
+            }
+        }
     }
 
     /// Change mode, owner or times (not the size: use [`Client::truncate`]).
@@ -535,7 +654,11 @@ impl Client {
             ));
         }
         req.op = self.op();
-        self.inner.master(&req).await
+        self.forget_dir_attrs(Some(req.inode));
+        let r = self.inner.master(&req).await;
+        // A concurrent change's reply may have brought back attributes from before this one.
+        self.forget_dir_attrs(Some(req.inode));
+        r
     }
 
     // ---- trash and replication goals --------------------------------------------------------

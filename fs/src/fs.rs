@@ -380,7 +380,23 @@ impl Shared {
         }
     }
 
-    async fn getattr(&self, ino: InodeId) -> OpResult<FileAttr> {
+    /// The attributes of directory `ino` from the reply of a change to its entries through this
+    /// mount less than the TTL ago, and what is left of the TTL.
+    fn recent_dir_attr(&self, ino: InodeId) -> Option<(FileAttr, Duration)> {
+        let (attr, at) = self.client.recent_dir_attr(ino)?;
+        let rest = self.config.ttl.checked_sub(at.elapsed())?;
+        (!rest.is_zero()).then(|| (self.view(&attr), rest))
+    }
+
+    /// The attributes of `ino` and how long the kernel may keep them. A directory this mount
+    /// changed an entry of within the TTL is answered from that change's reply (the kernel
+    /// drops a directory's attributes after each create, unlink or rename in it and asks again
+    /// at its next permission check: one master round trip per file in a loop that creates,
+    /// renames or removes files), for the rest of the TTL only.
+    async fn getattr(&self, ino: InodeId) -> OpResult<(FileAttr, Duration)> {
+        if let Some(known) = self.recent_dir_attr(ino) {
+            return Ok(known);
+        }
         let attr = match self.client.getattr(ino).await {
             // Open here with its hold deferred and unlinked elsewhere: take it back.
             Err(FsError::NotFound) if self.take_deferred_hold(ino).await => {
@@ -390,7 +406,7 @@ impl Shared {
         };
         let v = self.view(&attr);
         tracing::debug!(inode = %ino, master = attr.size, seen = v.size, "getattr");
-        Ok(v)
+        Ok((v, self.config.ttl))
     }
 
     async fn lookup(&self, parent: InodeId, name: String) -> OpResult<FileAttr> {
@@ -847,12 +863,21 @@ impl Filesystem for QuarryFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let ttl = self.shared.config.ttl;
+        // Known here: answered on this thread (a map lookup), no task.
+        if let Some((a, ttl)) = self.shared.recent_dir_attr(inode(ino)) {
+            let started = std::time::Instant::now();
+            reply.attr(&ttl, &a);
+            if let Some(stats) = self.ops.get("getattr") {
+                stats.calls.inc();
+                stats.latency.observe_since(started);
+            }
+            return;
+        }
         self.spawn(
             "getattr",
             |s| async move { s.getattr(inode(ino)).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ttl, &a),
+                Ok((a, ttl)) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(e),
             },
         );

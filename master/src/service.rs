@@ -582,6 +582,22 @@ fn attr_of(out: Output) -> Result<Attr, FsError> {
 }
 
 impl Inner {
+    /// `value` with the attributes of `dirs` as applied here now (see [`Changed`]).
+    fn changed<T>(&self, value: T, dirs: &[InodeId]) -> Changed<T> {
+        let engine = self.engine.read().unwrap();
+        let mut seen = Vec::with_capacity(dirs.len());
+        let dirs = dirs
+            .iter()
+            .filter(|d| {
+                let new = !seen.contains(*d);
+                seen.push(**d);
+                new
+            })
+            .filter_map(|d| engine.getattr(*d).ok())
+            .collect();
+        Changed { value, dirs }
+    }
+
     async fn submit(&self, cmd: Command) -> Result<Output, FsError> {
         let log_tx = match (&self.raft, &self.log_tx) {
             (Some(raft), _) => return raft.write(cmd).await,
@@ -1039,9 +1055,10 @@ impl Inner {
             .collect())
     }
 
-    async fn mkdir(&self, req: Request<Mkdir>) -> Result<Attr, FsError> {
+    async fn mkdir(&self, req: Request<Mkdir>) -> Result<Changed<Attr>, FsError> {
         let m = req.msg;
-        attr_of(
+        let parent = m.parent;
+        let attr = attr_of(
             self.submit(Command::Mkdir {
                 op: m.op,
                 parent: m.parent,
@@ -1052,11 +1069,13 @@ impl Inner {
                 time: now_ts(),
             })
             .await?,
-        )
+        )?;
+        Ok(self.changed(attr, &[parent]))
     }
 
-    async fn create(&self, req: Request<Create>) -> Result<Attr, FsError> {
+    async fn create(&self, req: Request<Create>) -> Result<Changed<Attr>, FsError> {
         let m = req.msg;
+        let parent = m.parent;
         let cmd = if m.hold {
             Command::CreateHeld {
                 op: m.op,
@@ -1080,7 +1099,8 @@ impl Inner {
                 time: now_ts(),
             }
         };
-        attr_of(self.submit(cmd).await?)
+        let attr = attr_of(self.submit(cmd).await?)?;
+        Ok(self.changed(attr, &[parent]))
     }
 
     async fn read_dir(&self, req: Request<ReadDir>) -> Result<ReadDirReply, FsError> {
@@ -1094,8 +1114,9 @@ impl Inner {
         Ok(ReadDirReply { entries, more })
     }
 
-    async fn rename(&self, req: Request<Rename>) -> Result<(), FsError> {
+    async fn rename(&self, req: Request<Rename>) -> Result<Changed<()>, FsError> {
         let m = req.msg;
+        let dirs = [m.src_parent, m.dst_parent];
         let replaced = self.handles_at(m.dst_parent, &m.dst_name);
         self.submit(Command::Rename {
             op: m.op,
@@ -1108,11 +1129,12 @@ impl Inner {
         })
         .await?;
         self.forget_dropped(replaced);
-        Ok(())
+        Ok(self.changed((), &dirs))
     }
 
-    async fn unlink(&self, req: Request<Unlink>) -> Result<(), FsError> {
+    async fn unlink(&self, req: Request<Unlink>) -> Result<Changed<()>, FsError> {
         let m = req.msg;
+        let parent = m.parent;
         let dropped = self.handles_at(m.parent, &m.name);
         self.submit(Command::Unlink {
             op: m.op,
@@ -1122,11 +1144,12 @@ impl Inner {
         })
         .await?;
         self.forget_dropped(dropped);
-        Ok(())
+        Ok(self.changed((), &[parent]))
     }
 
-    async fn rmdir(&self, req: Request<Rmdir>) -> Result<(), FsError> {
+    async fn rmdir(&self, req: Request<Rmdir>) -> Result<Changed<()>, FsError> {
         let m = req.msg;
+        let parent = m.parent;
         self.submit(Command::Rmdir {
             op: m.op,
             parent: m.parent,
@@ -1134,7 +1157,7 @@ impl Inner {
             time: now_ts(),
         })
         .await?;
-        Ok(())
+        Ok(self.changed((), &[parent]))
     }
 
     async fn set_attr(&self, req: Request<SetAttr>) -> Result<Attr, FsError> {
@@ -1177,9 +1200,10 @@ impl Inner {
         )
     }
 
-    async fn symlink(&self, req: Request<Symlink>) -> Result<Attr, FsError> {
+    async fn symlink(&self, req: Request<Symlink>) -> Result<Changed<Attr>, FsError> {
         let m = req.msg;
-        attr_of(
+        let parent = m.parent;
+        let attr = attr_of(
             self.submit(Command::Symlink {
                 op: m.op,
                 parent: m.parent,
@@ -1190,7 +1214,8 @@ impl Inner {
                 time: now_ts(),
             })
             .await?,
-        )
+        )?;
+        Ok(self.changed(attr, &[parent]))
     }
 
     async fn read_link(&self, req: Request<ReadLink>) -> Result<String, FsError> {
@@ -1198,9 +1223,10 @@ impl Inner {
         self.engine.read().unwrap().readlink(req.msg.inode)
     }
 
-    async fn mknod(&self, req: Request<Mknod>) -> Result<Attr, FsError> {
+    async fn mknod(&self, req: Request<Mknod>) -> Result<Changed<Attr>, FsError> {
         let m = req.msg;
-        attr_of(
+        let parent = m.parent;
+        let attr = attr_of(
             self.submit(Command::Mknod {
                 op: m.op,
                 parent: m.parent,
@@ -1213,12 +1239,14 @@ impl Inner {
                 time: now_ts(),
             })
             .await?,
-        )
+        )?;
+        Ok(self.changed(attr, &[parent]))
     }
 
-    async fn link(&self, req: Request<Link>) -> Result<Attr, FsError> {
+    async fn link(&self, req: Request<Link>) -> Result<Changed<Attr>, FsError> {
         let m = req.msg;
-        attr_of(
+        let parent = m.new_parent;
+        let attr = attr_of(
             self.submit(Command::Link {
                 op: m.op,
                 inode: m.inode,
@@ -1227,7 +1255,8 @@ impl Inner {
                 time: now_ts(),
             })
             .await?,
-        )
+        )?;
+        Ok(self.changed(attr, &[parent]))
     }
 
     async fn set_xattr(&self, req: Request<SetXattr>) -> Result<(), FsError> {

@@ -58,7 +58,8 @@ async fn new_namespace_rpcs_are_routed() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     let l = c
         .call(
             M,
@@ -72,7 +73,8 @@ async fn new_namespace_rpcs_are_routed() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     assert_eq!((l.kind, l.size, l.mode), (FileKind::Symlink, 1, 0o777));
     assert_eq!(c.call(M, &ReadLink { inode: l.inode }).await.unwrap(), "f");
     let p = c
@@ -90,7 +92,8 @@ async fn new_namespace_rpcs_are_routed() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     assert_eq!((p.kind, p.rdev), (FileKind::CharDevice, 0x0105));
     let a = c
         .call(
@@ -103,7 +106,8 @@ async fn new_namespace_rpcs_are_routed() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     assert_eq!(a.nlink, 2);
     c.call(
         M,
@@ -240,7 +244,8 @@ async fn new_namespace_rpcs_are_routed() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     c.call(
         M,
         &Unlink {
@@ -276,6 +281,7 @@ async fn create(c: &RpcClient, parent: InodeId, name: &str) -> quarry_proto::Att
     )
     .await
     .unwrap()
+    .value
 }
 
 async fn unlink(c: &RpcClient, parent: InodeId, name: &str) {
@@ -289,6 +295,7 @@ async fn unlink(c: &RpcClient, parent: InodeId, name: &str) {
     )
     .await
     .unwrap()
+    .value
 }
 
 async fn trash(c: &RpcClient) -> ListTrashReply {
@@ -325,7 +332,8 @@ async fn trash_and_goal_rpcs_and_the_retention_across_restarts() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     let f = create(&c, d.inode, "f").await;
     assert_eq!(c.call(M, &GetGoal { inode: f.inode }).await.unwrap(), 2);
     let set = SetGoal {
@@ -432,5 +440,111 @@ async fn trash_and_goal_rpcs_and_the_retention_across_restarts() {
     create(&c, ROOT, "x").await;
     unlink(&c, ROOT, "x").await;
     assert!(trash(&c).await.entries.is_empty());
+    master.shutdown().await;
+}
+
+/// Every change to a directory's entries answers with the attributes of the directories it
+/// changed, as they are once it applied: a mount answers the kernel's next stat of them from
+/// these.
+#[tokio::test]
+async fn entry_changes_report_the_directories_they_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, c) = start(dir.path());
+    let root_now = |c: RpcClient| async move { c.call(M, &GetAttr { inode: ROOT }).await.unwrap() };
+    let d = c
+        .call(
+            M,
+            &Mkdir {
+                op: op(),
+                parent: ROOT,
+                name: "d".into(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.dirs, [root_now(c.clone()).await]);
+    assert_eq!(d.dirs[0].nlink, 3, "the new directory's `..`");
+    assert_eq!(d.dirs[0].mtime, d.value.ctime);
+    let d = d.value;
+    let f = c
+        .call(
+            M,
+            &Create {
+                op: op(),
+                parent: d.inode,
+                name: "f".into(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                exclusive: true,
+                hold: false,
+            },
+        )
+        .await
+        .unwrap();
+    let d_now = c.call(M, &GetAttr { inode: d.inode }).await.unwrap();
+    assert_eq!(f.dirs, std::slice::from_ref(&d_now));
+    assert_eq!(d_now.mtime, f.value.ctime);
+    // A rename across directories reports both; one within a directory reports it once.
+    let r = c
+        .call(
+            M,
+            &Rename {
+                op: op(),
+                src_parent: d.inode,
+                src_name: "f".into(),
+                dst_parent: ROOT,
+                dst_name: "g".into(),
+                flags: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let d_now = c.call(M, &GetAttr { inode: d.inode }).await.unwrap();
+    assert_eq!(r.dirs, [d_now, root_now(c.clone()).await]);
+    let r = c
+        .call(
+            M,
+            &Rename {
+                op: op(),
+                src_parent: ROOT,
+                src_name: "g".into(),
+                dst_parent: ROOT,
+                dst_name: "h".into(),
+                flags: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.dirs, [root_now(c.clone()).await]);
+    let u = c
+        .call(
+            M,
+            &Unlink {
+                op: op(),
+                parent: ROOT,
+                name: "h".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.dirs, [root_now(c.clone()).await]);
+    let r = c
+        .call(
+            M,
+            &Rmdir {
+                op: op(),
+                parent: ROOT,
+                name: "d".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let root = root_now(c.clone()).await;
+    assert_eq!(r.dirs, std::slice::from_ref(&root));
+    assert_eq!(root.nlink, 2);
     master.shutdown().await;
 }

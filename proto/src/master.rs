@@ -52,6 +52,18 @@ pub struct GetAttrs {
 }
 rpc!(GetAttrs => Vec<Option<Attr>>, GetAttrs, [Client, Master]);
 
+/// The reply of a change to a directory's entries ([`Mkdir`], [`Create`], [`Rename`],
+/// [`Unlink`], [`Rmdir`], [`Symlink`], [`Mknod`], [`Link`]): its result, and the attributes of
+/// the directories whose entries it changed (the parent; a rename's two) as the leader has them
+/// once the change is applied. The kernel drops its cached attributes of a directory a change
+/// went through; a mount answers its next stat of that directory from these, within its
+/// attribute TTL, instead of asking again. A directory removed meanwhile is left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed<T> {
+    pub value: T,
+    pub dirs: Vec<Attr>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mkdir {
     pub op: OpId,
@@ -61,7 +73,7 @@ pub struct Mkdir {
     pub uid: u32,
     pub gid: u32,
 }
-rpc!(Mkdir => Attr, Mkdir, [Client, Master]);
+rpc!(Mkdir => Changed<Attr>, Mkdir, [Client, Master]);
 
 /// Create a regular file. With `exclusive` an existing name is `AlreadyExists`; without, an
 /// existing regular file is returned as it is. With `hold`, the same request also records the
@@ -78,7 +90,7 @@ pub struct Create {
     pub exclusive: bool,
     pub hold: bool,
 }
-rpc!(Create => Attr, Create, [Client, Master]);
+rpc!(Create => Changed<Attr>, Create, [Client, Master]);
 
 /// One page of a directory, in name order, starting after `after`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +122,7 @@ pub struct Rename {
     pub dst_name: String,
     pub flags: u32,
 }
-rpc!(Rename => (), Rename, [Client, Master]);
+rpc!(Rename => Changed<()>, Rename, [Client, Master]);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unlink {
@@ -118,7 +130,7 @@ pub struct Unlink {
     pub parent: InodeId,
     pub name: String,
 }
-rpc!(Unlink => (), Unlink, [Client, Master]);
+rpc!(Unlink => Changed<()>, Unlink, [Client, Master]);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rmdir {
@@ -126,7 +138,7 @@ pub struct Rmdir {
     pub parent: InodeId,
     pub name: String,
 }
-rpc!(Rmdir => (), Rmdir, [Client, Master]);
+rpc!(Rmdir => Changed<()>, Rmdir, [Client, Master]);
 
 /// Change attributes. `size` truncates or extends: chunks wholly past the new size are dropped
 /// (the client has already cut the chunk that holds the new end, through its primary).
@@ -168,7 +180,7 @@ pub struct Symlink {
     pub uid: u32,
     pub gid: u32,
 }
-rpc!(Symlink => Attr, Symlink, [Client, Master]);
+rpc!(Symlink => Changed<Attr>, Symlink, [Client, Master]);
 
 /// The target of a symlink (`InvalidArgument` for any other kind).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,7 +202,7 @@ pub struct Mknod {
     pub uid: u32,
     pub gid: u32,
 }
-rpc!(Mknod => Attr, Mknod, [Client, Master]);
+rpc!(Mknod => Changed<Attr>, Mknod, [Client, Master]);
 
 /// Add a hard link `new_parent/new_name` to a non-directory (`NotPermitted` for a directory,
 /// `NotFound` for an orphan, `TooManyLinks` past [`MAX_LINKS`]). Returns the inode's attributes.
@@ -201,7 +213,7 @@ pub struct Link {
     pub new_parent: InodeId,
     pub new_name: String,
 }
-rpc!(Link => Attr, Link, [Client, Master]);
+rpc!(Link => Changed<Attr>, Link, [Client, Master]);
 
 /// Set an extended attribute. Names are 1..=255 bytes without NUL (`OutOfRange` otherwise),
 /// values at most 64 KiB (`TooBig`), names plus values at most 1 MiB per inode (`NoSpace`).

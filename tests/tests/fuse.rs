@@ -689,3 +689,95 @@ fn holds_of_closed_files_linger_and_are_dropped_in_the_background() {
     drop(m);
     rt.block_on(cluster.shutdown());
 }
+
+/// The kernel forgets a directory's attributes after each change to its entries and asks again;
+/// the mount answers from the change's reply (within the TTL). What `stat` shows must still be
+/// what the master has: the times and link count a change made, and a change of the directory's
+/// own attributes at once.
+#[test]
+fn a_directory_is_stat_right_after_changes_through_the_mount() {
+    use quarry_proto::InodeId;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(options()));
+    let client = rt.block_on(cluster.client());
+    let m = MountGuard::new(&rt, &cluster);
+    let master = |path: &str| {
+        rt.block_on(async {
+            let mut a = client.getattr(InodeId::ROOT).await.unwrap();
+            for name in path.split('/').filter(|n| !n.is_empty()) {
+                a = client.lookup(a.inode, name).await.unwrap();
+            }
+            a
+        })
+    };
+    // What stat(2) shows of a directory, against the master's attributes.
+    let same = |path: &str, what: &str| {
+        let st = std::fs::metadata(m.path(path)).unwrap();
+        let a = master(path);
+        assert_eq!(
+            (
+                st.mode() & 0o7777,
+                st.nlink(),
+                st.uid(),
+                st.mtime(),
+                st.mtime_nsec(),
+                st.ctime(),
+                st.ctime_nsec()
+            ),
+            (
+                a.mode & 0o7777,
+                a.nlink as u64,
+                a.uid,
+                a.mtime.secs,
+                a.mtime.nanos as i64,
+                a.ctime.secs,
+                a.ctime.nanos as i64
+            ),
+            "{path} after {what}"
+        );
+    };
+
+    std::fs::create_dir(m.path("d")).unwrap();
+    same("", "mkdir");
+    std::fs::write(m.path("d/f"), b"x").unwrap();
+    same("d", "create");
+    std::fs::create_dir(m.path("d/sub")).unwrap();
+    same("d", "mkdir inside");
+    assert_eq!(std::fs::metadata(m.path("d")).unwrap().nlink(), 3);
+    std::fs::set_permissions(m.path("d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(
+        std::fs::metadata(m.path("d")).unwrap().mode() & 0o7777,
+        0o700
+    );
+    same("d", "chmod");
+    std::fs::write(m.path("d/g"), b"y").unwrap();
+    same("d", "create after chmod");
+    std::os::unix::fs::chown(m.path("d"), Some(1234), None).unwrap();
+    assert_eq!(std::fs::metadata(m.path("d")).unwrap().uid(), 1234);
+    same("d", "chown");
+    std::fs::rename(m.path("d/g"), m.path("d/h")).unwrap();
+    same("d", "rename inside");
+    std::fs::rename(m.path("d/sub"), m.path("sub")).unwrap();
+    same("d", "a directory moved out");
+    same("", "a directory moved in");
+    same("sub", "its move");
+    assert_eq!(std::fs::metadata(m.path("d")).unwrap().nlink(), 2);
+    std::fs::rename(m.path("d"), m.path("e")).unwrap();
+    same("e", "its rename");
+    std::fs::write(m.path("e/i"), b"z").unwrap();
+    same("e", "create after rename");
+    std::fs::remove_file(m.path("e/i")).unwrap();
+    same("e", "unlink");
+    std::fs::remove_dir(m.path("sub")).unwrap();
+    same("", "rmdir");
+    m.sh("ln e/f e/f2 && ln -s f e/s && mkfifo e/p");
+    same("e", "link, symlink, mknod");
+    m.sh("setfattr -n user.k -v 1 e 2>/dev/null || true");
+    same("e", "setxattr");
+    drop(m);
+    rt.block_on(cluster.shutdown());
+}
