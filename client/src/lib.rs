@@ -101,6 +101,17 @@ impl DirAttrs {
     }
 }
 
+/// A directory listing from [`Client::readdir_plus`].
+#[derive(Clone, Debug)]
+pub struct DirSnapshot {
+    /// The directory's own attributes.
+    pub dir: Attr,
+    /// Every entry, in name order.
+    pub entries: Vec<DirEntry>,
+    /// The attributes of the first `attrs.len()` entries, read with the listing.
+    pub attrs: Vec<Attr>,
+}
+
 /// Directories whose attributes from change replies are kept at most (the map is cleared past
 /// this; entries are only useful for a second or so).
 const DIR_ATTRS_MAX: usize = 4096;
@@ -407,10 +418,43 @@ impl Client {
         Ok(self.note_changed(reply, sent, false))
     }
 
+    /// Every entry of a directory, in name order, with the directory's attributes and those of
+    /// its first entries (up to [`quarry_proto::limits::MAX_ATTRS_PER_CALL`]): one request for
+    /// a directory that small, then pages of names only. `NotADirectory` for another kind.
+    pub async fn readdir_plus(&self, inode: InodeId) -> Result<DirSnapshot, FsError> {
+        let page = self
+            .inner
+            .master(&ReadDirPlus {
+                inode,
+                after: None,
+                limit: quarry_proto::limits::MAX_ATTRS_PER_CALL as u32,
+            })
+            .await?;
+        let (mut entries, attrs): (Vec<DirEntry>, Vec<Attr>) = page.entries.into_iter().unzip();
+        if page.more {
+            if let Some(last) = entries.last().map(|e| e.name.clone()) {
+                entries.extend(self.readdir_after(inode, Some(last)).await?);
+            }
+        }
+        Ok(DirSnapshot {
+            dir: page.dir,
+            entries,
+            attrs,
+        })
+    }
+
     /// Every entry of a directory, in name order (paged from the master).
     pub async fn readdir(&self, inode: InodeId) -> Result<Vec<DirEntry>, FsError> {
+        self.readdir_after(inode, None).await
+    }
+
+    /// The entries of a directory after `after`, in name order.
+    async fn readdir_after(
+        &self,
+        inode: InodeId,
+        mut after: Option<String>,
+    ) -> Result<Vec<DirEntry>, FsError> {
         let mut out = Vec::new();
-        let mut after = None;
         loop {
             let page = self
                 .inner

@@ -54,6 +54,10 @@ struct OpenFile {
 /// for the life of the handle however the directory changes meanwhile (`rm -rf` relies on it).
 struct DirListing {
     entries: Vec<(InodeId, FileType, String)>,
+    /// The attributes of the first `attrs.len()` entries (`.` and `..` included), read with the
+    /// listing at `taken`: the first `readdirplus` pages within the TTL need no request.
+    attrs: Vec<Attr>,
+    taken: Instant,
 }
 
 #[derive(Default)]
@@ -783,28 +787,35 @@ impl Shared {
         }
     }
 
+    /// Take the directory's listing (with the attributes of its first entries: one request
+    /// for a directory of up to 1024 entries).
     async fn opendir(&self, ino: InodeId) -> OpResult<u64> {
-        let dir = self.client.getattr(ino).await?;
-        if dir.kind != FileKind::Directory {
-            return Err(OpError(Errno::ENOTDIR));
-        }
-        let listing = self.client.readdir(ino).await?;
-        let mut entries = Vec::with_capacity(listing.len() + 2);
+        let taken = Instant::now();
+        let listing = self.client.readdir_plus(ino).await?;
+        let mut entries = Vec::with_capacity(listing.entries.len() + 2);
         // The parent is not known from the inode alone; the kernel fills in `..` for lookups,
         // and readdir's `..` inode number is informational.
         entries.push((ino, FileType::Directory, ".".to_string()));
         entries.push((ino, FileType::Directory, "..".to_string()));
         entries.extend(
             listing
+                .entries
                 .into_iter()
                 .map(|e| (e.inode, file_type(e.kind), e.name)),
         );
+        let mut attrs = Vec::with_capacity(listing.attrs.len() + 2);
+        attrs.push(listing.dir.clone());
+        attrs.push(listing.dir);
+        attrs.extend(listing.attrs);
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .unwrap()
-            .dirs
-            .insert(fh, Arc::new(DirListing { entries }));
+        self.handles.lock().unwrap().dirs.insert(
+            fh,
+            Arc::new(DirListing {
+                entries,
+                attrs,
+                taken,
+            }),
+        );
         Ok(fh)
     }
 }
@@ -1325,14 +1336,35 @@ impl Filesystem for QuarryFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        // The names come from the listing taken at opendir (stable offsets, as `readdir`); the
-        // attributes of the next page's entries are asked of the master now, in one request,
-        // so the kernel caches fresh entries and attributes for the TTL. An entry removed since
-        // opendir is left out of the page.
+        // The names come from the listing taken at opendir (stable offsets, as `readdir`). The
+        // attributes: those read with the listing while it is younger than the TTL (the
+        // kernel may cache them until the TTL after they were read, no longer), else those of
+        // the page's entries asked of the master now, in one request (an entry removed since
+        // opendir is then left out of the page).
         let listing = self.shared.handles.lock().unwrap().dirs.get(&fh.0).cloned();
         let Some(listing) = listing else {
             return reply.error(Errno::EBADF);
         };
+        // A page whose attributes came with the listing, within the TTL: answered here.
+        let start = (offset as usize).min(listing.entries.len());
+        let end = (start + READDIRPLUS_PAGE).min(listing.entries.len());
+        let rest = self.shared.config.ttl.checked_sub(listing.taken.elapsed());
+        if let Some(ttl) = rest.filter(|t| !t.is_zero() && end <= listing.attrs.len()) {
+            let started = std::time::Instant::now();
+            for (k, (_, _, name)) in listing.entries[start..end].iter().enumerate() {
+                let attr = self.shared.view(&listing.attrs[start + k]);
+                let next = (start + k) as u64 + 1;
+                if reply.add(attr.ino, next, name, &ttl, &attr, Generation(0)) {
+                    break;
+                }
+            }
+            reply.ok();
+            if let Some(stats) = self.ops.get("readdirplus") {
+                stats.calls.inc();
+                stats.latency.observe_since(started);
+            }
+            return;
+        }
         self.spawn(
             "readdirplus",
             move |s| async move {

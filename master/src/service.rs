@@ -20,7 +20,9 @@ use crate::raft::{RaftConfig, RaftNode, RaftRole};
 use crate::registry::{Lease, MarkKind, Registry};
 use crate::repair::{CloneOrder, Finished, Repair, RepairLimits};
 use quarry_proto::chunk::{BumpVersion, CloneChunk};
-use quarry_proto::limits::{MAX_CHUNKS_PER_CALL, MAX_FSCK_PROBLEMS, MAX_PAGE_ENTRIES};
+use quarry_proto::limits::{
+    MAX_ATTRS_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_FSCK_PROBLEMS, MAX_PAGE_ENTRIES,
+};
 use quarry_proto::master::*;
 use quarry_proto::{
     Attr, ChunkHandle, ChunkLocation, ChunkVersion, ClientId, FileKind, FsError, InodeId, OpId,
@@ -324,6 +326,7 @@ impl Master {
         route!(Mkdir, mkdir);
         route!(Create, create);
         route!(ReadDir, read_dir);
+        route!(ReadDirPlus, read_dir_plus);
         route!(Rename, rename);
         route!(Unlink, unlink);
         route!(Rmdir, rmdir);
@@ -1112,6 +1115,27 @@ impl Inner {
                 .unwrap()
                 .readdir(req.msg.inode, req.msg.after.as_deref(), limit)?;
         Ok(ReadDirReply { entries, more })
+    }
+
+    async fn read_dir_plus(&self, req: Request<ReadDirPlus>) -> Result<ReadDirPlusReply, FsError> {
+        self.read_barrier().await?;
+        let m = req.msg;
+        let limit = m.limit.clamp(1, MAX_ATTRS_PER_CALL as u32);
+        let engine = self.engine.read().unwrap();
+        let dir = engine.getattr(m.inode)?;
+        if dir.kind != FileKind::Directory {
+            return Err(FsError::NotADirectory);
+        }
+        let (entries, more) = engine.readdir(m.inode, m.after.as_deref(), limit)?;
+        let entries = entries
+            .into_iter()
+            .filter_map(|e| {
+                // Under the same lock as the listing: every entry's inode exists.
+                let attr = engine.getattr(e.inode).ok()?;
+                Some((e, attr))
+            })
+            .collect();
+        Ok(ReadDirPlusReply { dir, entries, more })
     }
 
     async fn rename(&self, req: Request<Rename>) -> Result<Changed<()>, FsError> {

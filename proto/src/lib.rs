@@ -71,6 +71,7 @@ pub enum Method {
     CommitSize = 12,
     StatFs = 13,
     GetAttrs = 14,
+    ReadDirPlus = 15,
     // master: chunks
     GetChunks = 20,
     PrepareWrite = 21,
@@ -125,7 +126,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, each once.
-    pub const ALL: [Method; 55] = [
+    pub const ALL: [Method; 56] = [
         Method::ClusterInfo,
         Method::Lookup,
         Method::ResolvePath,
@@ -140,6 +141,7 @@ impl Method {
         Method::CommitSize,
         Method::StatFs,
         Method::GetAttrs,
+        Method::ReadDirPlus,
         Method::GetChunks,
         Method::PrepareWrite,
         Method::ReportBadChunk,
@@ -255,6 +257,7 @@ pub fn with_request_type<V: RequestVisitor>(method: Method, visitor: V) -> V::Ou
         Method::CommitSize => visitor.visit::<CommitSize>(),
         Method::StatFs => visitor.visit::<StatFs>(),
         Method::GetAttrs => visitor.visit::<GetAttrs>(),
+        Method::ReadDirPlus => visitor.visit::<ReadDirPlus>(),
         Method::GetChunks => visitor.visit::<GetChunks>(),
         Method::PrepareWrite => visitor.visit::<PrepareWrite>(),
         Method::ReportBadChunk => visitor.visit::<ReportBadChunk>(),
@@ -338,8 +341,9 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 55, "every method is listed once");
+        assert_eq!(n, 56, "every method is listed once");
         assert_eq!(Method::from_u16(14), Some(Method::GetAttrs));
+        assert_eq!(Method::from_u16(15), Some(Method::ReadDirPlus));
         assert_eq!(Method::from_u16(93), Some(Method::MasterInfo));
         assert_eq!(Method::from_u16(94), Some(Method::ChangeMasters));
         assert_eq!(Method::from_u16(90), Some(Method::RaftAppend));
@@ -393,7 +397,7 @@ mod tests {
             let empty = decode_request_any(m, &[]);
             assert_eq!(empty.is_ok(), fieldless.contains(&m), "{m:?}: {empty:?}");
         }
-        assert_eq!(seen.len(), 55);
+        assert_eq!(seen.len(), 56);
     }
 
     #[test]

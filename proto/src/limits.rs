@@ -191,6 +191,12 @@ impl Validate for ReadDir {
     }
 }
 
+impl Validate for ReadDirPlus {
+    fn validate(&self) -> Result<(), FsError> {
+        self.after.as_deref().map_or(Ok(()), check_name)
+    }
+}
+
 impl Validate for Rename {
     fn validate(&self) -> Result<(), FsError> {
         check_name(&self.src_name)?;

@@ -108,6 +108,26 @@ pub struct ReadDirReply {
 }
 rpc!(ReadDir => ReadDirReply, ReadDir, [Client, Master]);
 
+/// A page of a directory as [`ReadDir`] (at most [`crate::limits::MAX_ATTRS_PER_CALL`]
+/// entries), with the directory's own attributes and each entry's, all read at one point: a
+/// mount's `opendir` and its first `readdirplus` page in one request instead of three.
+/// `NotADirectory` for another kind of inode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadDirPlus {
+    pub inode: InodeId,
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadDirPlusReply {
+    pub dir: Attr,
+    pub entries: Vec<(DirEntry, Attr)>,
+    /// More entries follow the last one returned.
+    pub more: bool,
+}
+rpc!(ReadDirPlus => ReadDirPlusReply, ReadDirPlus, [Client, Master]);
+
 /// Rename, replacing a destination of a compatible kind (an empty directory for a directory).
 /// Renaming a name onto another link of the same inode succeeds and changes nothing.
 /// `flags`: 0, [`RENAME_NOREPLACE`] (`AlreadyExists` if the destination exists) or

@@ -56,7 +56,6 @@ async fn put_200_mib_with_the_cli_spans_chunks_on_three_distinct_replicas() {
     cluster.shutdown().await;
 }
 
-/// A record: magic, writer, sequence, payload length, CRC32C of the payload, payload.
 /// `GetAttrs` (a mount's readdirplus page): one answer per inode, in order, `None` for one that
 /// is gone; more than one request's worth is split by the client library.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +87,43 @@ async fn attributes_of_many_inodes_in_one_request() {
     assert!(got
         .iter()
         .all(|x| x.as_ref().is_some_and(|x| x.inode == a.inode)));
+    cluster.shutdown().await;
+}
+
+/// `ReadDirPlus` (a mount's opendir): the listing, the directory's attributes and those of its
+/// first entries in one request; a bigger directory goes on in pages of names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_listing_with_attributes() {
+    use quarry_proto::limits::MAX_ATTRS_PER_CALL;
+    let cluster = Cluster::start(Options::default()).await;
+    let client = cluster.client().await;
+    let root = InodeId::ROOT;
+    let dir = client.mkdir(root, "d", 0o750, 7, 8).await.unwrap();
+    let n = MAX_ATTRS_PER_CALL + 100;
+    for i in 0..n {
+        let mode = if i % 2 == 0 { 0o600 } else { 0o640 };
+        client
+            .create(dir.inode, &format!("f{i:05}"), mode, 0, 0, true)
+            .await
+            .unwrap();
+    }
+    let snap = client.readdir_plus(dir.inode).await.unwrap();
+    assert_eq!(snap.dir, client.getattr(dir.inode).await.unwrap());
+    assert_eq!(snap.entries, client.readdir(dir.inode).await.unwrap());
+    assert_eq!(snap.entries.len(), n);
+    assert_eq!(snap.attrs.len(), MAX_ATTRS_PER_CALL);
+    for (e, a) in snap.entries.iter().zip(&snap.attrs) {
+        assert_eq!(*a, client.getattr(e.inode).await.unwrap(), "{}", e.name);
+    }
+    let f = client.lookup(dir.inode, "f00000").await.unwrap();
+    assert_eq!(
+        client.readdir_plus(f.inode).await.unwrap_err(),
+        FsError::NotADirectory
+    );
+    let empty = client.mkdir(root, "e", 0o700, 0, 0).await.unwrap();
+    let snap = client.readdir_plus(empty.inode).await.unwrap();
+    assert!(snap.entries.is_empty() && snap.attrs.is_empty());
+    assert_eq!(snap.dir.inode, empty.inode);
     cluster.shutdown().await;
 }
 
