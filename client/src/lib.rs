@@ -193,6 +193,21 @@ impl Client {
         self.inner.dir_attrs.lock().unwrap().generation
     }
 
+    /// [`Client::note_changed`] for a change that may move or remove a directory (rename,
+    /// rmdir). A failed one may still have done so (a retry's answer lost): forget everything.
+    fn note_moving(&self, reply: Result<Changed<()>, FsError>, sent: u64) -> Result<(), FsError> {
+        match reply {
+            Ok(reply) => {
+                self.note_changed(reply, sent, true);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget_dir_attrs(None);
+                Err(e)
+            }
+        }
+    }
+
     /// Keep the directory attributes of a change's reply, unless something was forgotten since
     /// the change was sent (`sent`: [`Client::dir_generation`] then). `moved`: the change may have
     /// moved or removed a directory (rename, rmdir), whose own cached attributes (ctime, the
@@ -505,17 +520,7 @@ impl Client {
                 flags,
             })
             .await;
-        // A failed rename may still have moved a directory (a retry's answer lost): forget.
-        match reply {
-            Ok(reply) => {
-                self.note_changed(reply, sent, true);
-                Ok(())
-            }
-            Err(e) => {
-                self.forget_dir_attrs(None);
-                Err(e)
-            }
-        }
+        self.note_moving(reply, sent)
     }
 
     /// Create a symlink `parent/name` pointing at `target` (mode 0o777).
@@ -677,17 +682,7 @@ impl Client {
                 name: name.to_string(),
             })
             .await;
-        // A failed rmdir may still have removed the directory (a retry's answer lost): forget.
-        match reply {
-            Ok(reply) => {
-                self.note_changed(reply, sent, true);
-                Ok(())
-            }
-            Err(e) => {
-                self.forget_dir_attrs(None);
-                Err(e)
-            }
-        }
+        self.note_moving(reply, sent)
     }
 
     /// Change mode, owner or times (not the size: use [`Client::truncate`]).
