@@ -193,16 +193,21 @@ impl Client {
         self.inner.dir_attrs.lock().unwrap().generation
     }
 
-    /// [`Client::note_changed`] for a change that may move or remove a directory (rename,
-    /// rmdir). A failed one may still have done so (a retry's answer lost): forget everything.
-    fn note_moving(&self, reply: Result<Changed<()>, FsError>, sent: u64) -> Result<(), FsError> {
-        match reply {
-            Ok(reply) => {
-                self.note_changed(reply, sent, true);
-                Ok(())
-            }
+    /// Send a change to a directory's entries and keep the directory attributes of its reply
+    /// (see [`Client::note_changed`]). `moves`: it may move or remove a directory (rename,
+    /// rmdir); one that failed may still have done so (a retry's answer lost), so everything
+    /// known is forgotten then too.
+    async fn change<R, T>(&self, req: &R, moves: bool) -> Result<T, FsError>
+    where
+        R: quarry_proto::Rpc<Response = Changed<T>> + Clone,
+    {
+        let sent = self.dir_generation();
+        match self.inner.master(req).await {
+            Ok(reply) => Ok(self.note_changed(reply, sent, moves)),
             Err(e) => {
-                self.forget_dir_attrs(None);
+                if moves {
+                    self.forget_dir_attrs(None);
+                }
                 Err(e)
             }
         }
@@ -341,19 +346,18 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Mkdir {
+        self.change(
+            &Mkdir {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
                 mode,
                 uid,
                 gid,
-            })
-            .await?;
-        Ok(self.note_changed(reply, sent, false))
+            },
+            false,
+        )
+        .await
     }
 
     /// `mkdir -p`: create every missing directory of `path`; an existing directory is fine.
@@ -416,10 +420,8 @@ impl Client {
         exclusive: bool,
         hold: bool,
     ) -> Result<Attr, FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Create {
+        self.change(
+            &Create {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
@@ -428,9 +430,10 @@ impl Client {
                 gid,
                 exclusive,
                 hold,
-            })
-            .await?;
-        Ok(self.note_changed(reply, sent, false))
+            },
+            false,
+        )
+        .await
     }
 
     /// Every entry of a directory, in name order, with the directory's attributes and those of
@@ -508,19 +511,18 @@ impl Client {
         dst_name: &str,
         flags: u32,
     ) -> Result<(), FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Rename {
+        self.change(
+            &Rename {
                 op: self.op(),
                 src_parent,
                 src_name: src_name.to_string(),
                 dst_parent,
                 dst_name: dst_name.to_string(),
                 flags,
-            })
-            .await;
-        self.note_moving(reply, sent)
+            },
+            true,
+        )
+        .await
     }
 
     /// Create a symlink `parent/name` pointing at `target` (mode 0o777).
@@ -532,19 +534,18 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Symlink {
+        self.change(
+            &Symlink {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
                 target: target.to_string(),
                 uid,
                 gid,
-            })
-            .await?;
-        Ok(self.note_changed(reply, sent, false))
+            },
+            false,
+        )
+        .await
     }
 
     /// The target of a symlink.
@@ -564,10 +565,8 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Mknod {
+        self.change(
+            &Mknod {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
@@ -576,9 +575,10 @@ impl Client {
                 rdev,
                 uid,
                 gid,
-            })
-            .await?;
-        Ok(self.note_changed(reply, sent, false))
+            },
+            false,
+        )
+        .await
     }
 
     /// Hard link: `new_parent/new_name` names `inode` too. Returns its attributes (nlink raised).
@@ -588,17 +588,16 @@ impl Client {
         new_parent: InodeId,
         new_name: &str,
     ) -> Result<Attr, FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Link {
+        self.change(
+            &Link {
                 op: self.op(),
                 inode,
                 new_parent,
                 new_name: new_name.to_string(),
-            })
-            .await?;
-        Ok(self.note_changed(reply, sent, false))
+            },
+            false,
+        )
+        .await
     }
 
     pub async fn setxattr(
@@ -659,30 +658,27 @@ impl Client {
     }
 
     pub async fn unlink(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Unlink {
+        self.change(
+            &Unlink {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
-            })
-            .await?;
-        self.note_changed(reply, sent, false);
-        Ok(())
+            },
+            false,
+        )
+        .await
     }
 
     pub async fn rmdir(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
-        let sent = self.dir_generation();
-        let reply = self
-            .inner
-            .master(&Rmdir {
+        self.change(
+            &Rmdir {
                 op: self.op(),
                 parent,
                 name: name.to_string(),
-            })
-            .await;
-        self.note_moving(reply, sent)
+            },
+            true,
+        )
+        .await
     }
 
     /// Change mode, owner or times (not the size: use [`Client::truncate`]).

@@ -267,6 +267,15 @@ impl QuarryFs {
 
     /// Run `op` on the runtime and hand its result to `done` there; count it as operation
     /// `name` (calls, errors, latency until the reply).
+    /// Count operation `name`, answered on the FUSE thread since `started`, as [`Self::spawn`]
+    /// counts those it runs.
+    fn answered_here(&self, name: &'static str, started: std::time::Instant) {
+        if let Some(stats) = self.ops.get(name) {
+            stats.calls.inc();
+            stats.latency.observe_since(started);
+        }
+    }
+
     fn spawn<T, F, Fut, D>(&self, name: &'static str, op: F, done: D)
     where
         F: FnOnce(Arc<Shared>) -> Fut,
@@ -385,22 +394,17 @@ impl Shared {
     }
 
     /// The attributes of directory `ino` from the reply of a change to its entries through this
-    /// mount less than the TTL ago, and what is left of the TTL.
+    /// mount less than the TTL ago, and what is left of the TTL. The kernel drops a directory's
+    /// attributes after each create, unlink or rename in it and asks again at its next
+    /// permission check: without these, one master round trip per file in a loop that creates,
+    /// renames or removes files.
     fn recent_dir_attr(&self, ino: InodeId) -> Option<(FileAttr, Duration)> {
         let (attr, at) = self.client.recent_dir_attr(ino)?;
         let rest = self.config.ttl.checked_sub(at.elapsed())?;
         (!rest.is_zero()).then(|| (self.view(&attr), rest))
     }
 
-    /// The attributes of `ino` and how long the kernel may keep them. A directory this mount
-    /// changed an entry of within the TTL is answered from that change's reply (the kernel
-    /// drops a directory's attributes after each create, unlink or rename in it and asks again
-    /// at its next permission check: one master round trip per file in a loop that creates,
-    /// renames or removes files), for the rest of the TTL only.
-    async fn getattr(&self, ino: InodeId) -> OpResult<(FileAttr, Duration)> {
-        if let Some(known) = self.recent_dir_attr(ino) {
-            return Ok(known);
-        }
+    async fn getattr(&self, ino: InodeId) -> OpResult<FileAttr> {
         let attr = match self.client.getattr(ino).await {
             // Open here with its hold deferred and unlinked elsewhere: take it back.
             Err(FsError::NotFound) if self.take_deferred_hold(ino).await => {
@@ -410,7 +414,7 @@ impl Shared {
         };
         let v = self.view(&attr);
         tracing::debug!(inode = %ino, master = attr.size, seen = v.size, "getattr");
-        Ok((v, self.config.ttl))
+        Ok(v)
     }
 
     async fn lookup(&self, parent: InodeId, name: String) -> OpResult<FileAttr> {
@@ -878,17 +882,15 @@ impl Filesystem for QuarryFs {
         if let Some((a, ttl)) = self.shared.recent_dir_attr(inode(ino)) {
             let started = std::time::Instant::now();
             reply.attr(&ttl, &a);
-            if let Some(stats) = self.ops.get("getattr") {
-                stats.calls.inc();
-                stats.latency.observe_since(started);
-            }
+            self.answered_here("getattr", started);
             return;
         }
+        let ttl = self.shared.config.ttl;
         self.spawn(
             "getattr",
             |s| async move { s.getattr(inode(ino)).await },
             move |r| match r {
-                Ok((a, ttl)) => reply.attr(&ttl, &a),
+                Ok(a) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(e),
             },
         );
@@ -1359,10 +1361,7 @@ impl Filesystem for QuarryFs {
                 }
             }
             reply.ok();
-            if let Some(stats) = self.ops.get("readdirplus") {
-                stats.calls.inc();
-                stats.latency.observe_since(started);
-            }
+            self.answered_here("readdirplus", started);
             return;
         }
         self.spawn(

@@ -585,18 +585,15 @@ fn attr_of(out: Output) -> Result<Attr, FsError> {
 }
 
 impl Inner {
-    /// `value` with the attributes of `dirs` as applied here now (see [`Changed`]).
+    /// `value` with the attributes of `dirs` (one, or a rename's two) as applied here now (see
+    /// [`Changed`]); a directory named twice is reported once.
     fn changed<T>(&self, value: T, dirs: &[InodeId]) -> Changed<T> {
+        let mut dirs = dirs.to_vec();
+        dirs.dedup();
         let engine = self.engine.read().unwrap();
-        let mut seen = Vec::with_capacity(dirs.len());
         let dirs = dirs
-            .iter()
-            .filter(|d| {
-                let new = !seen.contains(*d);
-                seen.push(**d);
-                new
-            })
-            .filter_map(|d| engine.getattr(*d).ok())
+            .into_iter()
+            .filter_map(|d| engine.getattr(d).ok())
             .collect();
         Changed { value, dirs }
     }
