@@ -233,6 +233,19 @@ pub enum Command {
         inode: InodeId,
         client: ClientId,
     },
+    /// Give chunk `index` of `inode`, still `handle` at version 1, a new handle at version 1,
+    /// and drop `handle` from the table. Version 1 was never granted (a grant creates the
+    /// replicas at 2, then logs 2, then hands out a lease), so the chunk holds no data; a grant
+    /// that must place it again does so under a new handle. Replicas an earlier attempt created
+    /// at 2 without logging it (a master crash, a lost reply) are then of a handle the table no
+    /// longer has, and their servers delete them at their next report, instead of reporting
+    /// version 2 later and becoming locations without the data. `Unavailable` if the chunk at
+    /// `index` is no longer `handle` at version 1 (the caller looks again).
+    ReplaceChunk {
+        inode: InodeId,
+        index: u64,
+        handle: ChunkHandle,
+    },
 }
 
 /// Longest record key, and largest record value, in bytes.
@@ -263,6 +276,7 @@ impl Command {
             | Command::HoldOpenFromTrash { op, .. } => Some(*op),
             Command::DropClientHolds { .. }
             | Command::AllocateChunk { .. }
+            | Command::ReplaceChunk { .. }
             | Command::BumpVersion { .. }
             | Command::SetVersion { .. }
             | Command::PutRecord { .. }
@@ -719,6 +733,11 @@ impl Engine {
                 Ok(Output::Unit)
             }
             Command::AllocateChunk { inode, index, .. } => self.allocate_chunk(*inode, *index),
+            Command::ReplaceChunk {
+                inode,
+                index,
+                handle,
+            } => self.replace_chunk(*inode, *index, *handle),
             Command::BumpVersion { handle } => self.bump_version(*handle),
             Command::SetVersion { handle, version } => {
                 let info = self
@@ -1520,6 +1539,45 @@ impl Engine {
             },
         );
         self.counts.chunks += 1;
+        Ok(Output::Chunk { handle, version })
+    }
+
+    fn replace_chunk(
+        &mut self,
+        inode: InodeId,
+        index: u64,
+        old: ChunkHandle,
+    ) -> Result<Output, FsError> {
+        let ino = self.regular_file(inode)?;
+        let Data::File { chunks } = &ino.data else {
+            unreachable!("regular file")
+        };
+        let never_granted = self
+            .chunks
+            .get(&old)
+            .is_some_and(|c| c.version == ChunkVersion(1));
+        if chunks.get(&index) != Some(&old) || !never_granted {
+            return Err(FsError::Unavailable(format!(
+                "chunk {index} of inode {} changed while it was being placed",
+                inode.0
+            )));
+        }
+        let handle = ChunkHandle(self.next_handle);
+        self.next_handle += 1;
+        let Data::File { chunks } = &mut self.inode_mut(inode).data else {
+            unreachable!("regular file")
+        };
+        chunks.insert(index, handle);
+        self.chunks.remove(&old);
+        let version = ChunkVersion(1);
+        self.chunks.insert(
+            handle,
+            ChunkInfo {
+                inode,
+                index,
+                version,
+            },
+        );
         Ok(Output::Chunk { handle, version })
     }
 

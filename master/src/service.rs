@@ -1401,8 +1401,23 @@ impl Inner {
         }
         let existing = self.engine.read().unwrap().chunk_at(m.inode, m.index);
         let (handle, fresh) = match existing {
-            // Version 1 was never granted a lease: no replica holds data yet, place it anew.
-            Some((handle, version)) => (handle, version == ChunkVersion(1)),
+            // Version 1 was never granted a lease: no replica holds data yet. An earlier grant
+            // may have created replicas at 2 without logging it, so place it anew under a new
+            // handle (see `Command::ReplaceChunk`).
+            Some((handle, ChunkVersion(1))) => {
+                match self
+                    .submit(Command::ReplaceChunk {
+                        inode: m.inode,
+                        index: m.index,
+                        handle,
+                    })
+                    .await?
+                {
+                    Output::Chunk { handle, .. } => (handle, true),
+                    other => return Err(FsError::Io(format!("unexpected output {other:?}"))),
+                }
+            }
+            Some((handle, _)) => (handle, false),
             None => {
                 // Check placement is possible before logging an allocation.
                 if self.registry.lock().unwrap().live_count(Instant::now()) == 0 {

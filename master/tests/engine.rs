@@ -822,6 +822,65 @@ fn allocate_chunk_gives_increasing_handles_at_version_1() {
 }
 
 #[test]
+fn replace_chunk_gives_a_never_granted_chunk_a_new_handle() {
+    let mut e = new();
+    let f = create(&mut e, ROOT, "f");
+    let old = handle(alloc(&mut e, f, 2));
+    let other = handle(alloc(&mut e, f, 0));
+    let before = e.counts().chunks;
+    let replace = |e: &mut Engine, index: u64, handle: ChunkHandle| {
+        apply(
+            e,
+            Command::ReplaceChunk {
+                inode: f,
+                index,
+                handle,
+            },
+        )
+    };
+    let new = handle(replace(&mut e, 2, old));
+    assert!(new > other, "a handle never used before");
+    assert_eq!(e.chunk_at(f, 2), Some((new, ChunkVersion(1))));
+    assert_eq!(e.chunk(old), None, "the old handle leaves the table");
+    assert_eq!(e.counts().chunks, before);
+    // Only the chunk that is still there, at version 1.
+    assert!(matches!(
+        replace(&mut e, 2, old),
+        Err(FsError::Unavailable(_))
+    ));
+    assert!(matches!(
+        replace(&mut e, 1, old),
+        Err(FsError::Unavailable(_))
+    ));
+    apply(
+        &mut e,
+        Command::SetVersion {
+            handle: new,
+            version: ChunkVersion(2),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        replace(&mut e, 2, new),
+        Err(FsError::Unavailable(_))
+    ));
+    assert_eq!(e.chunk_at(f, 2), Some((new, ChunkVersion(2))));
+    let d = mkdir(&mut e, ROOT, "d");
+    assert_eq!(
+        apply(
+            &mut e,
+            Command::ReplaceChunk {
+                inode: d,
+                index: 0,
+                handle: other,
+            },
+        ),
+        Err(FsError::IsADirectory)
+    );
+    e.check_invariants().unwrap();
+}
+
+#[test]
 fn allocate_chunk_requires_regular_file() {
     let mut e = new();
     let d = mkdir(&mut e, ROOT, "d");
@@ -2752,6 +2811,8 @@ enum PathOp {
     Chmod(Vec<usize>, u32, bool),
     Commit(Vec<usize>, u64),
     Alloc(Vec<usize>, u64),
+    /// Replace the chunk at an index (its current handle, whatever its version).
+    Replace(Vec<usize>, u64),
     Bump(u64),
     ClientRetry(u64, u64),
     SetXattr(Vec<usize>, usize, usize, u8),
@@ -2793,6 +2854,7 @@ fn op_strategy() -> impl Strategy<Value = PathOp> {
         1 => (path_strategy(), 0..0o10000u32, any::<bool>()).prop_map(|(p, m, c)| PathOp::Chmod(p, m, c)),
         1 => (path_strategy(), 0..5 * CS).prop_map(|(p, s)| PathOp::Commit(p, s)),
         2 => (path_strategy(), 0..5u64).prop_map(|(p, i)| PathOp::Alloc(p, i)),
+        1 => (path_strategy(), 0..5u64).prop_map(|(p, i)| PathOp::Replace(p, i)),
         1 => (1..20u64).prop_map(PathOp::Bump),
         1 => (1..4u64, 1..6u64).prop_map(|(c, s)| PathOp::ClientRetry(c, s)),
         2 => (path_strategy(), 0..XNAMES.len(), 0..4usize, 0..3u8).prop_map(|(p, n, l, f)| PathOp::SetXattr(p, n, l, f)),
@@ -2964,6 +3026,13 @@ fn to_command(e: &Engine, o: &PathOp, step: i64) -> Command {
             inode: target(p),
             index: *i,
             time,
+        },
+        PathOp::Replace(p, i) => Command::ReplaceChunk {
+            inode: target(p),
+            index: *i,
+            handle: e
+                .chunk_at(target(p), *i)
+                .map_or(ChunkHandle(u64::MAX), |(h, _)| h),
         },
         PathOp::Bump(h) => Command::BumpVersion {
             handle: ChunkHandle(*h),
@@ -3376,6 +3445,7 @@ fn trash_op_strategy() -> impl Strategy<Value = PathOp> {
         1 => (flat(), flat()).prop_map(|(a, b)| PathOp::Link(a, b)),
         1 => flat().prop_map(PathOp::Symlink),
         2 => (flat(), 0..3u64).prop_map(|(p, i)| PathOp::Alloc(p, i)),
+        1 => (flat(), 0..3u64).prop_map(|(p, i)| PathOp::Replace(p, i)),
         1 => (flat(), 0..3 * CS).prop_map(|(p, s)| PathOp::Commit(p, s)),
         1 => (flat(), 0..3 * CS).prop_map(|(p, s)| PathOp::SetSize(p, s)),
         1 => (1..20u64).prop_map(PathOp::Bump),

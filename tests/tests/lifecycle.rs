@@ -293,6 +293,95 @@ async fn a_stale_replica_is_never_served_and_is_deleted() {
     cluster.shutdown().await;
 }
 
+/// A new chunk's first grant created a replica and then failed before the version was logged
+/// (a master crash or a lost reply: the table still says version 1). The chunk is placed anew
+/// while that server is away; when it comes back, its empty copy must not become a location
+/// of the written chunk (readers sent there would read zeros). The crash point is made by hand:
+/// every server stops so the grant fails after the chunk is allocated, and the copy the failed
+/// attempt may have left is written into server 0's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_of_a_new_chunk_never_becomes_a_location() {
+    use quarry_chunkserver::store::{ChunkStore, FileStore};
+    use quarry_proto::ChunkVersion;
+    init_tracing();
+    let cs = 1u64 << 20;
+    let mut cluster = Cluster::start(Options::default().chunk_size(cs)).await;
+    let client = cluster.client().await;
+    client.set_goal(InodeId::ROOT, 1, false).await.unwrap();
+    let attr = client
+        .create(InodeId::ROOT, "f", 0o644, 0, 0, true)
+        .await
+        .unwrap();
+    let node0 = cluster.chunkserver(0).node_id();
+    let dir0 = cluster.chunkserver_dir(0);
+    for i in 0..3 {
+        cluster.stop_chunkserver(i).await;
+    }
+    // The master still counts the servers alive for a while: the chunk is allocated, and its
+    // grant fails. The client keeps retrying; it is given up on.
+    let attempt = client.write(attr.inode, 0, Bytes::from(pattern(9, cs as usize)));
+    let outcome = tokio::time::timeout(Duration::from_secs(8), attempt).await;
+    assert!(
+        !matches!(outcome, Ok(Ok(_))),
+        "a write with every server down"
+    );
+    let chunk = client.chunks(attr.inode).await.unwrap()[0].clone();
+    assert_eq!(chunk.version, ChunkVersion(1), "{chunk:?}");
+    let orphan = chunk.handle;
+    {
+        let store = FileStore::open(&dir0, cs).unwrap();
+        store.create(orphan, ChunkVersion(2)).unwrap();
+    }
+    cluster.restart_chunkserver(1).await;
+    cluster.restart_chunkserver(2).await;
+    wait_for(
+        "server 0 to be seen dead",
+        Duration::from_secs(30),
+        || async {
+            let s = client.cluster_status().await.ok()?;
+            let alive: Vec<NodeId> = s
+                .chunkservers
+                .iter()
+                .filter(|c| c.alive)
+                .map(|c| c.id)
+                .collect();
+            (alive.len() == 2 && !alive.contains(&node0)).then_some(())
+        },
+    )
+    .await;
+    let data = pattern(10, cs as usize);
+    client
+        .write(attr.inode, 0, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let written = client.chunks(attr.inode).await.unwrap()[0].clone();
+    assert!(written.replicas.iter().all(|r| r.id != node0));
+
+    cluster.restart_chunkserver(0).await;
+    wait_for(
+        "the orphan to leave server 0's disk",
+        Duration::from_secs(30),
+        || async {
+            let on_disk = chunk_files(&dir0).contains(&(orphan, ChunkVersion(2)));
+            let now = client.chunks(attr.inode).await.ok()?[0].clone();
+            assert!(
+                now.replicas.iter().all(|r| r.id != node0),
+                "the orphan became a location: {now:?}"
+            );
+            for r in &now.replicas {
+                let got = read_replica(&client, &r.addr, now.handle, now.version, cs)
+                    .await
+                    .ok()?;
+                assert!(got == data, "replica on {} differs", r.addr);
+            }
+            (!on_disk).then_some(())
+        },
+    )
+    .await;
+    assert!(client.read(attr.inode, 0, cs, cs).await.unwrap() == data);
+    cluster.shutdown().await;
+}
+
 /// (c) A flipped byte in one replica: reads stay correct, a read reports it, and the replica is
 /// deleted and replaced (3 good live replicas again) within 60 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
