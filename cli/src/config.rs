@@ -392,6 +392,14 @@ pub static KEYS: &[Key] = &[
     ),
     tun(
         "master",
+        "client_session_timeout_ms",
+        Kind::Millis,
+        SERVERS,
+        || Dflt::Int(lib_master().client_session_timeout_ms),
+        "Drop the open-file holds of a client (a mount) not heard from for this long (0: never).",
+    ),
+    tun(
+        "master",
         "checkpoint_every_records",
         Kind::U64,
         SERVERS,
@@ -1147,6 +1155,7 @@ pub struct MasterSection {
     pub replication: u32,
     pub lease_ms: u64,
     pub trash_retention_ms: u64,
+    pub client_session_timeout_ms: u64,
     pub checkpoint_every_records: u64,
     pub repair_interval_ms: u64,
     pub max_concurrent_clones: u32,
@@ -1448,6 +1457,7 @@ impl Config {
         c.checkpoint_every_records = m.checkpoint_every_records;
         c.rpc_timeout_ms = self.cluster.rpc_timeout_ms;
         c.trash_retention_ms = m.trash_retention_ms;
+        c.client_session_timeout_ms = m.client_session_timeout_ms;
         c.repair_interval_ms = m.repair_interval_ms;
         c.max_concurrent_clones = m.max_concurrent_clones;
         c.clones_per_server = m.clones_per_server;

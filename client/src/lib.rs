@@ -657,6 +657,17 @@ impl Client {
             .await
     }
 
+    /// Tell the master this client is still there (see [`KeepAlive`]): a client holding files
+    /// open calls this well within the session timeout the reply gives, and takes its holds
+    /// again if the reply counts fewer than it has.
+    pub async fn keep_alive(&self) -> Result<KeepAliveReply, FsError> {
+        self.inner
+            .master(&KeepAlive {
+                client: self.inner.client_id,
+            })
+            .await
+    }
+
     pub async fn unlink(&self, parent: InodeId, name: &str) -> Result<(), FsError> {
         self.change(
             &Unlink {

@@ -150,7 +150,7 @@ const INFO_REFRESH_NOT_DEFERRING: Duration = Duration::from_secs(1);
 const LINGER_TICK: Duration = Duration::from_millis(250);
 
 /// Longest wait at unmount for the lingering holds' drops. Any not dropped by then stay on the
-/// masters: nothing yet expires the holds of a client that went away (a known gap).
+/// masters until the session timeout drops them (see [`keep_session`]).
 const UNMOUNT_DROP_WAIT: Duration = Duration::from_secs(3);
 
 /// The FUSE operations counted in the metrics (those served on the runtime).
@@ -259,6 +259,7 @@ impl QuarryFs {
                 });
                 runtime.spawn(drop_expired_holds(Arc::downgrade(&shared)));
                 runtime.spawn(refresh_trash_retention(Arc::downgrade(&shared)));
+                runtime.spawn(keep_session(Arc::downgrade(&shared)));
                 shared
             },
             runtime,
@@ -312,6 +313,48 @@ async fn drop_expired_holds(shared: std::sync::Weak<Shared>) {
         let Some(s) = shared.upgrade() else { return };
         let now = Instant::now();
         tokio::join!(s.take_deferred(Some(now)), s.drop_lingering(Some(now)));
+    }
+}
+
+/// How often the mount tells the masters it is there while it holds files: a quarter of their
+/// session timeout, between 100 ms and 60 s (60 s when holds never expire).
+fn keep_alive_interval(session_timeout_ms: u64) -> Duration {
+    match session_timeout_ms {
+        0 => Duration::from_secs(60),
+        ms => Duration::from_millis((ms / 4).clamp(100, 60_000)),
+    }
+}
+
+/// Until the mount is gone: while it holds files on the masters, tell them it is there (a
+/// `KeepAlive`) often enough that they do not drop its holds as those of a client that went
+/// away. When the reply counts fewer holds than the mount has (it was cut off for longer than
+/// the timeout, and they were dropped), take them again: a file unlinked meanwhile comes back
+/// from the trash as an open orphan.
+async fn keep_session(shared: std::sync::Weak<Shared>) {
+    // Until the first answer (sent with or without holds) gives the masters' timeout.
+    let mut interval = None;
+    loop {
+        tokio::time::sleep(interval.unwrap_or(Duration::from_millis(100))).await;
+        let Some(s) = shared.upgrade() else { return };
+        let held = s.held_inodes();
+        if held.is_empty() && interval.is_some() {
+            continue;
+        }
+        match s.client.keep_alive().await {
+            Ok(reply) => {
+                interval = Some(keep_alive_interval(reply.session_timeout_ms));
+                if (reply.holds as usize) < held.len() {
+                    tracing::warn!(
+                        masters = reply.holds,
+                        here = held.len(),
+                        "the masters hold fewer files for this mount than it has open; \
+                         taking the holds again"
+                    );
+                    s.hold_again(held).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "keep-alive"),
+        }
     }
 }
 
@@ -751,6 +794,45 @@ impl Shared {
         drop(guard);
         self.drop_hold_lock(inode, lock);
         taken
+    }
+
+    /// The inodes this mount has a hold on at the masters, or is taking one on: those open here
+    /// (except while their hold is deferred) and those lingering after their last close.
+    fn held_inodes(&self) -> Vec<InodeId> {
+        let mut held: Vec<InodeId> = {
+            let h = self.handles.lock().unwrap();
+            let deferred = self.deferred.lock().unwrap();
+            h.inodes
+                .keys()
+                .filter(|i| !deferred.contains_key(i))
+                .copied()
+                .collect()
+        };
+        held.extend(self.lingering.lock().unwrap().keys().copied());
+        held
+    }
+
+    /// Take the hold on each of `inodes` again, concurrently, each under its inode's hold lock
+    /// and only if this mount still has it (open and not deferred, or lingering).
+    async fn hold_again(self: &Arc<Self>, inodes: Vec<InodeId>) {
+        let mut holds = tokio::task::JoinSet::new();
+        for inode in inodes {
+            let s = Arc::clone(self);
+            holds.spawn(async move {
+                let lock = s.hold_lock(inode);
+                let guard = lock.lock().await;
+                let lingering = s.lingering.lock().unwrap().contains_key(&inode);
+                let open = s.handles.lock().unwrap().inodes.contains_key(&inode);
+                let deferred = s.deferred.lock().unwrap().contains_key(&inode);
+                let still = lingering || (open && !deferred);
+                if still {
+                    s.hold(inode, true).await;
+                }
+                drop(guard);
+                s.drop_hold_lock(inode, lock);
+            });
+        }
+        while holds.join_next().await.is_some() {}
     }
 
     /// Before an unlink or rename here: drop the holds of files closed here, so that a file

@@ -29,7 +29,7 @@ use quarry_proto::{
     ServerRef, Timestamp,
 };
 use quarry_transport::{metrics, Reply, Request, Router, RpcClient};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -51,6 +51,10 @@ pub struct MasterConfig {
     /// How long a deleted regular file stays in the trash before its chunks are reclaimed
     /// (0: no trash, a file is dropped with its chunks when its last name and hold go).
     pub trash_retention_ms: u64,
+    /// A client that holds files open and has not been heard from (a `KeepAlive` or a hold
+    /// request) for this long has gone away: its holds are dropped, and files it held after
+    /// their last name went are reclaimed (or go to the trash). 0: holds never expire.
+    pub client_session_timeout_ms: u64,
     /// How often the repair loop looks for under- and over-replicated chunks.
     pub repair_interval_ms: u64,
     /// Clones in flight at once, cluster-wide.
@@ -93,6 +97,7 @@ impl MasterConfig {
             checkpoint_every_records: 100_000,
             rpc_timeout_ms: 10_000,
             trash_retention_ms: 0,
+            client_session_timeout_ms: 600_000,
             repair_interval_ms: 1_000,
             max_concurrent_clones: 8,
             clones_per_server: 2,
@@ -155,6 +160,10 @@ struct Inner {
     leader_term: AtomicU64,
     /// When the registry was last started over (at open, or on becoming leader).
     volatile_since: Mutex<Instant>,
+    /// When each client that holds files was last heard from (a `KeepAlive` or a hold request)
+    /// since `volatile_since`; a client not listed counts from then. Volatile: a new leader
+    /// gives every client a full timeout.
+    sessions: Mutex<HashMap<ClientId, Instant>>,
     log_index: Mutex<u64>,
     /// Serializes chunk allocation and lease grants (each involves calls to chunkservers).
     grant_lock: tokio::sync::Mutex<()>,
@@ -263,6 +272,7 @@ impl Master {
             raft,
             leader_term: AtomicU64::new(0),
             volatile_since: Mutex::new(now),
+            sessions: Mutex::new(HashMap::new()),
             log_index: Mutex::new(index),
             grant_lock: tokio::sync::Mutex::new(()),
             rpc: Mutex::new(None),
@@ -273,6 +283,7 @@ impl Master {
 
     fn start_loops(inner: Arc<Inner>) -> Master {
         tokio::spawn(purge_loop(Arc::downgrade(&inner)));
+        tokio::spawn(session_loop(Arc::downgrade(&inner)));
         tokio::spawn(repair_loop(
             Arc::downgrade(&inner),
             inner.repair_wake.clone(),
@@ -319,6 +330,7 @@ impl Master {
             }};
         }
         route!(ClusterInfo, cluster_info);
+        route!(KeepAlive, keep_alive);
         route!(Lookup, lookup);
         route!(ResolvePath, resolve_path);
         route!(GetAttr, get_attr);
@@ -399,16 +411,15 @@ impl Master {
         self.inner.self_status()
     }
 
+    /// The clients holding `inode` open.
+    pub fn holders(&self, inode: InodeId) -> Vec<ClientId> {
+        self.inner.engine.read().unwrap().holders(inode)
+    }
+
     /// Drop every open hold of a client that went away; orphans it held last are dropped with
     /// their chunks (or moved to the trash, if the master keeps one).
     pub async fn drop_client_holds(&self, client: ClientId) -> Result<(), FsError> {
-        let inner = &self.inner;
-        let held = inner.engine.read().unwrap().held_by(client);
-        let handles: Vec<ChunkHandle> =
-            held.into_iter().flat_map(|i| inner.handles_of(i)).collect();
-        inner.submit(Command::DropClientHolds { client }).await?;
-        inner.forget_dropped(handles);
-        Ok(())
+        self.inner.drop_client_holds(client).await
     }
 
     /// Set or delete a service record (logged and applied like any mutation).
@@ -562,6 +573,31 @@ fn purge_tick(retention_ms: u64) -> Duration {
     }
 }
 
+/// How often the session loop looks for clients gone silent: a tenth of the timeout, between
+/// 50 ms and 10 s.
+fn session_tick(timeout_ms: u64) -> Duration {
+    Duration::from_millis((timeout_ms / 10).clamp(50, 10_000))
+}
+
+/// Until the master goes: on the leader, drop the holds of every client not heard from for
+/// the session timeout (counting from when this master started serving, at the latest).
+async fn session_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let timeout_ms = i.config.client_session_timeout_ms;
+        if timeout_ms > 0 && i.leader_ready().is_ok() {
+            for client in i.silent_clients(Duration::from_millis(timeout_ms), Instant::now()) {
+                tracing::warn!(%client, timeout_ms, "dropping the open holds of a silent client");
+                if let Err(e) = i.drop_client_holds(client).await {
+                    tracing::warn!(%client, "dropping the holds of a silent client: {e}");
+                }
+            }
+        }
+        drop(i);
+        tokio::time::sleep(session_tick(timeout_ms)).await;
+    }
+}
+
 /// Purge the trash entries older than the retention, through the log, until the master goes.
 async fn purge_loop(inner: std::sync::Weak<Inner>) {
     loop {
@@ -596,6 +632,34 @@ impl Inner {
             .filter_map(|d| engine.getattr(d).ok())
             .collect();
         Changed { value, dirs }
+    }
+
+    async fn drop_client_holds(&self, client: ClientId) -> Result<(), FsError> {
+        let held = self.engine.read().unwrap().held_by(client);
+        let handles: Vec<ChunkHandle> = held.into_iter().flat_map(|i| self.handles_of(i)).collect();
+        self.submit(Command::DropClientHolds { client }).await?;
+        self.forget_dropped(handles);
+        Ok(())
+    }
+
+    /// `client` was heard from now.
+    fn heard_from(&self, client: ClientId) {
+        self.sessions.lock().unwrap().insert(client, Instant::now());
+    }
+
+    /// The clients holding files that were last heard from `timeout` or more before `now`
+    /// (counting from `volatile_since` for those not heard from since). Forgets the sessions
+    /// of clients that hold nothing and are as silent.
+    fn silent_clients(&self, timeout: Duration, now: Instant) -> Vec<ClientId> {
+        let holders = self.engine.read().unwrap().clients_with_holds();
+        let since = *self.volatile_since.lock().unwrap();
+        let mut sessions = self.sessions.lock().unwrap();
+        let silent = |last: Instant| now.saturating_duration_since(last) >= timeout;
+        sessions.retain(|c, last| !silent(*last) || holders.contains(c));
+        holders
+            .into_iter()
+            .filter(|c| silent(sessions.get(c).copied().unwrap_or(since).max(since)))
+            .collect()
     }
 
     async fn submit(&self, cmd: Command) -> Result<Output, FsError> {
@@ -647,6 +711,7 @@ impl Inner {
             *self.registry.lock().unwrap() = registry;
             *self.repair.lock().unwrap() = repair;
             *self.volatile_since.lock().unwrap() = Instant::now();
+            self.sessions.lock().unwrap().clear();
         }
         self.leader_term.store(term, Ordering::SeqCst);
         tracing::info!(term, "this master is the leader");
@@ -1077,6 +1142,7 @@ impl Inner {
         let m = req.msg;
         let parent = m.parent;
         let cmd = if m.hold {
+            self.heard_from(m.op.client);
             Command::CreateHeld {
                 op: m.op,
                 parent: m.parent,
@@ -1323,6 +1389,7 @@ impl Inner {
     /// to the trash (its chunks stay).
     async fn hold_open(&self, req: Request<HoldOpen>) -> Result<(), FsError> {
         let m = req.msg;
+        self.heard_from(m.client);
         let dropped = if m.hold {
             Vec::new()
         } else {
@@ -1347,6 +1414,16 @@ impl Inner {
         .await?;
         self.forget_dropped(dropped);
         Ok(())
+    }
+
+    async fn keep_alive(&self, req: Request<KeepAlive>) -> Result<KeepAliveReply, FsError> {
+        self.read_barrier().await?;
+        let client = req.msg.client;
+        self.heard_from(client);
+        Ok(KeepAliveReply {
+            holds: self.engine.read().unwrap().held_by(client).len() as u64,
+            session_timeout_ms: self.config.client_session_timeout_ms,
+        })
     }
 
     async fn stat_fs(&self, _req: Request<StatFs>) -> Result<StatFsReply, FsError> {

@@ -548,3 +548,59 @@ async fn entry_changes_report_the_directories_they_changed() {
     assert_eq!(root.nlink, 2);
     master.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_holds_of_a_silent_client_are_dropped_after_the_session_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(400);
+    let (master, c) = start_with(dir.path(), |config| {
+        config.client_session_timeout_ms = timeout.as_millis() as u64;
+    });
+    let (silent, alive) = (ClientId(91), ClientId(92));
+    let hold = |inode: InodeId, client: ClientId| HoldOpen {
+        op: op(),
+        inode,
+        client,
+        hold: true,
+    };
+    let f = create(&c, ROOT, "f").await;
+    let g = create(&c, ROOT, "g").await;
+    c.call(M, &hold(f.inode, silent)).await.unwrap();
+    let held_at = std::time::Instant::now();
+    c.call(M, &hold(g.inode, alive)).await.unwrap();
+    unlink(&c, ROOT, "f").await;
+    unlink(&c, ROOT, "g").await;
+    let reply = c.call(M, &KeepAlive { client: alive }).await.unwrap();
+    assert_eq!(
+        reply,
+        KeepAliveReply {
+            holds: 1,
+            session_timeout_ms: 400
+        }
+    );
+    // The silent client's orphan goes once the timeout has passed; the one of the client that
+    // keeps calling stays.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "f was never dropped");
+        let reply = c.call(M, &KeepAlive { client: alive }).await.unwrap();
+        assert_eq!(reply.holds, 1);
+        assert_eq!(
+            c.call(M, &GetAttr { inode: g.inode }).await.unwrap().nlink,
+            0
+        );
+        match c.call(M, &GetAttr { inode: f.inode }).await {
+            Ok(a) => assert_eq!(a.nlink, 0),
+            Err(FsError::NotFound) => break,
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held_at.elapsed() >= timeout, "dropped before the timeout");
+    let reply = c.call(M, &KeepAlive { client: silent }).await.unwrap();
+    assert_eq!(
+        reply.holds, 0,
+        "a client that comes back learns its holds are gone"
+    );
+    master.shutdown().await;
+}

@@ -89,6 +89,7 @@ pub enum Method {
     ListXattr = 56,
     RemoveXattr = 57,
     HoldOpen = 58,
+    KeepAlive = 59,
     // chunkserver
     PushData = 40,
     CommitMutation = 41,
@@ -126,7 +127,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, each once.
-    pub const ALL: [Method; 56] = [
+    pub const ALL: [Method; 57] = [
         Method::ClusterInfo,
         Method::Lookup,
         Method::ResolvePath,
@@ -157,6 +158,7 @@ impl Method {
         Method::ListXattr,
         Method::RemoveXattr,
         Method::HoldOpen,
+        Method::KeepAlive,
         Method::PushData,
         Method::CommitMutation,
         Method::ApplyMutation,
@@ -273,6 +275,7 @@ pub fn with_request_type<V: RequestVisitor>(method: Method, visitor: V) -> V::Ou
         Method::ListXattr => visitor.visit::<ListXattr>(),
         Method::RemoveXattr => visitor.visit::<RemoveXattr>(),
         Method::HoldOpen => visitor.visit::<HoldOpen>(),
+        Method::KeepAlive => visitor.visit::<KeepAlive>(),
         Method::PushData => visitor.visit::<PushData>(),
         Method::CommitMutation => visitor.visit::<CommitMutation>(),
         Method::ApplyMutation => visitor.visit::<ApplyMutation>(),
@@ -341,7 +344,8 @@ mod tests {
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(58), Some(Method::HoldOpen));
         let n = (0..=u16::MAX).filter_map(Method::from_u16).count();
-        assert_eq!(n, 56, "every method is listed once");
+        assert_eq!(n, 57, "every method is listed once");
+        assert_eq!(Method::from_u16(59), Some(Method::KeepAlive));
         assert_eq!(Method::from_u16(14), Some(Method::GetAttrs));
         assert_eq!(Method::from_u16(15), Some(Method::ReadDirPlus));
         assert_eq!(Method::from_u16(93), Some(Method::MasterInfo));
@@ -397,7 +401,7 @@ mod tests {
             let empty = decode_request_any(m, &[]);
             assert_eq!(empty.is_ok(), fieldless.contains(&m), "{m:?}: {empty:?}");
         }
-        assert_eq!(seen.len(), 56);
+        assert_eq!(seen.len(), 57);
     }
 
     #[test]

@@ -127,6 +127,7 @@ fixed_size!(
     ReadLink,
     ListXattr,
     HoldOpen,
+    KeepAlive,
     GetChunks,
     PrepareWrite,
     ReportBadChunk,

@@ -284,6 +284,23 @@ pub struct HoldOpen {
 }
 rpc!(HoldOpen => (), HoldOpen, [Client, Master]);
 
+/// A client with open holds says it is still there. The master drops every hold of a client it
+/// has not heard from (this, or a hold request) for its session timeout, so files unlinked
+/// while a client that died held them open do not stay forever. The reply: how many inodes the
+/// master holds for the client (fewer than the client thinks after its holds were dropped
+/// while it was cut off: it takes them again), and the timeout, so the client can call often
+/// enough (0: holds never expire).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepAlive {
+    pub client: ClientId,
+}
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepAliveReply {
+    pub holds: u64,
+    pub session_timeout_ms: u64,
+}
+rpc!(KeepAlive => KeepAliveReply, KeepAlive, [Client, Master]);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatFs {}
 

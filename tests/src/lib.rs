@@ -52,6 +52,8 @@ pub struct Options {
     pub task_delay_ms: u64,
     /// How long deleted files stay in the master's trash (0, the library default: no trash).
     pub trash_retention_ms: u64,
+    /// The master drops the holds of a client silent this long (the library's default).
+    pub client_session_timeout_ms: u64,
     /// Re-replication: how often the master looks, clones in flight, pace of each clone.
     pub repair_interval_ms: u64,
     pub max_concurrent_clones: u32,
@@ -82,6 +84,7 @@ impl Default for Options {
             worker_slots: 2,
             task_delay_ms: 0,
             trash_retention_ms: 0,
+            client_session_timeout_ms: MasterConfig::new(PathBuf::new()).client_session_timeout_ms,
             repair_interval_ms: 200,
             max_concurrent_clones: 8,
             clone_bandwidth: 64 << 20,
@@ -114,6 +117,11 @@ impl Options {
         self
     }
 
+    pub fn client_session_timeout_ms(mut self, ms: u64) -> Self {
+        self.client_session_timeout_ms = ms;
+        self
+    }
+
     pub fn full_report_ms(mut self, ms: u64) -> Self {
         self.full_report_ms = ms;
         self
@@ -134,6 +142,7 @@ impl Options {
         c.heartbeat_timeout_ms = self.heartbeat_timeout_ms;
         c.rpc_timeout_ms = self.rpc_timeout_ms;
         c.trash_retention_ms = self.trash_retention_ms;
+        c.client_session_timeout_ms = self.client_session_timeout_ms;
         c.repair_interval_ms = self.repair_interval_ms;
         c.max_concurrent_clones = self.max_concurrent_clones;
         c.clone_bandwidth_bytes_per_sec = self.clone_bandwidth;
@@ -175,6 +184,10 @@ impl Options {
             format!("--full-report-interval-ms={}", self.full_report_ms),
             format!("--rpc-timeout-ms={}", self.rpc_timeout_ms),
             format!("--trash-retention-ms={}", self.trash_retention_ms),
+            format!(
+                "--client-session-timeout-ms={}",
+                self.client_session_timeout_ms
+            ),
             format!("--mr-worker-timeout-ms={}", self.worker_timeout_ms),
             format!("--mr-slots={}", self.worker_slots),
             format!("--mr-task-delay-ms={}", self.task_delay_ms),
@@ -409,6 +422,15 @@ impl Cluster {
             .serve_http("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap()
+    }
+
+    /// The master service.
+    pub fn master(&self) -> &quarry_master::service::Master {
+        self.master
+            .as_ref()
+            .expect("master is running")
+            .node
+            .master()
     }
 
     /// The MapReduce coordinator hosted by the master.

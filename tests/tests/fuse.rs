@@ -408,6 +408,74 @@ fn read_only_opens_keep_their_file_through_an_unlink_at_once() {
     rt.block_on(cluster.shutdown());
 }
 
+/// The master drops the holds of a client it has not heard from for its session timeout (a
+/// mount that died). A live mount tells it that it is there, so a file open in it and unlinked
+/// elsewhere stays readable across many timeouts; and when its holds were dropped anyway (it was
+/// cut off for longer than that: here the master is told to drop them), the mount takes them
+/// again at its next call, which brings the file back from the trash.
+#[test]
+fn a_mount_keeps_its_holds_alive_and_takes_them_back_when_dropped() {
+    use quarry_proto::InodeId;
+    use std::io::{Read, Seek};
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let timeout = Duration::from_millis(600);
+    let cluster = rt.block_on(Cluster::start(
+        options()
+            .trash_retention_ms(600_000)
+            .client_session_timeout_ms(timeout.as_millis() as u64),
+    ));
+    let client = rt.block_on(cluster.client());
+    let m = MountGuard::new(&rt, &cluster);
+    let data = pattern(6, 300_000);
+    std::fs::write(m.path("w"), &data).unwrap();
+    // Open for writing: the hold is taken before the open returns (no deferral).
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("w"))
+        .unwrap();
+    let ino = rt
+        .block_on(client.lookup(InodeId::ROOT, "w"))
+        .unwrap()
+        .inode;
+    rt.block_on(client.unlink(InodeId::ROOT, "w")).unwrap();
+    let orphan = || rt.block_on(client.getattr(ino)).is_ok_and(|a| a.nlink == 0);
+    let held_since = std::time::Instant::now();
+    wait_until(
+        "five session timeouts with the file still held",
+        Duration::from_secs(30),
+        || {
+            assert!(orphan(), "the mount's hold was dropped while it was alive");
+            held_since.elapsed() > timeout * 5
+        },
+    );
+    let holders = cluster.master().holders(ino);
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    // Once this returns the file is in the trash (its only hold is gone); only the mount's
+    // taking its hold again brings it back as an open orphan.
+    rt.block_on(cluster.master().drop_client_holds(holders[0]))
+        .unwrap();
+    wait_until(
+        "the mount to take its hold again",
+        Duration::from_secs(20),
+        orphan,
+    );
+    let mut got = Vec::new();
+    f.rewind().unwrap();
+    f.read_to_end(&mut got).unwrap();
+    assert_eq!(sha256(&got), sha256(&data));
+    drop(f);
+    wait_until(
+        "the file to go back to the trash after its close",
+        Duration::from_secs(10),
+        || rt.block_on(client.getattr(ino)).is_err(),
+    );
+    drop(m);
+}
+
 /// With a trash, a read-only open takes its hold only once it has been open `HOLD_DEFER`: a
 /// file read and closed at once costs no hold (and no drop), so an unlink elsewhere right after
 /// sends it straight to the trash. A file unlinked elsewhere while open here is taken back from
