@@ -746,21 +746,34 @@ impl Shared {
             .filter(|(_, until)| due.is_none_or(|d| **until <= d))
             .map(|(i, _)| *i)
             .collect();
-        let mut drops = tokio::task::JoinSet::new();
+        self.hold_each_if(inodes, false, |s, inode| {
+            s.lingering.lock().unwrap().remove(&inode).is_some()
+        })
+        .await;
+    }
+
+    /// For each of `inodes`, concurrently, under its hold lock: if `still` (which may update
+    /// the state it checks) says so, take (`hold`) or drop this mount's hold on it.
+    async fn hold_each_if(
+        self: &Arc<Self>,
+        inodes: Vec<InodeId>,
+        hold: bool,
+        still: fn(&Shared, InodeId) -> bool,
+    ) {
+        let mut calls = tokio::task::JoinSet::new();
         for inode in inodes {
             let s = Arc::clone(self);
-            drops.spawn(async move {
+            calls.spawn(async move {
                 let lock = s.hold_lock(inode);
                 let guard = lock.lock().await;
-                let still = s.lingering.lock().unwrap().remove(&inode).is_some();
-                if still {
-                    s.hold(inode, false).await;
+                if still(&s, inode) {
+                    s.hold(inode, hold).await;
                 }
                 drop(guard);
                 s.drop_hold_lock(inode, lock);
             });
         }
-        while drops.join_next().await.is_some() {}
+        while calls.join_next().await.is_some() {}
     }
 
     /// Take the deferred holds due by `due` (all of them if `None`), concurrently, each under
@@ -815,24 +828,13 @@ impl Shared {
     /// Take the hold on each of `inodes` again, concurrently, each under its inode's hold lock
     /// and only if this mount still has it (open and not deferred, or lingering).
     async fn hold_again(self: &Arc<Self>, inodes: Vec<InodeId>) {
-        let mut holds = tokio::task::JoinSet::new();
-        for inode in inodes {
-            let s = Arc::clone(self);
-            holds.spawn(async move {
-                let lock = s.hold_lock(inode);
-                let guard = lock.lock().await;
-                let lingering = s.lingering.lock().unwrap().contains_key(&inode);
-                let open = s.handles.lock().unwrap().inodes.contains_key(&inode);
-                let deferred = s.deferred.lock().unwrap().contains_key(&inode);
-                let still = lingering || (open && !deferred);
-                if still {
-                    s.hold(inode, true).await;
-                }
-                drop(guard);
-                s.drop_hold_lock(inode, lock);
-            });
-        }
-        while holds.join_next().await.is_some() {}
+        self.hold_each_if(inodes, true, |s, inode| {
+            let lingering = s.lingering.lock().unwrap().contains_key(&inode);
+            let open = s.handles.lock().unwrap().inodes.contains_key(&inode);
+            let deferred = s.deferred.lock().unwrap().contains_key(&inode);
+            lingering || (open && !deferred)
+        })
+        .await;
     }
 
     /// Before an unlink or rename here: drop the holds of files closed here, so that a file

@@ -1523,6 +1523,12 @@ impl Engine {
         if index.checked_mul(self.chunk_size).is_none() {
             return Err(FsError::FileTooLarge);
         }
+        self.counts.chunks += 1;
+        Ok(self.new_chunk_at(inode, index))
+    }
+
+    /// Put a new handle at version 1 at `index` of the regular file `inode` (replacing any).
+    fn new_chunk_at(&mut self, inode: InodeId, index: u64) -> Output {
         let handle = ChunkHandle(self.next_handle);
         self.next_handle += 1;
         let version = ChunkVersion(1);
@@ -1538,8 +1544,7 @@ impl Engine {
                 version,
             },
         );
-        self.counts.chunks += 1;
-        Ok(Output::Chunk { handle, version })
+        Output::Chunk { handle, version }
     }
 
     fn replace_chunk(
@@ -1562,23 +1567,8 @@ impl Engine {
                 inode.0
             )));
         }
-        let handle = ChunkHandle(self.next_handle);
-        self.next_handle += 1;
-        let Data::File { chunks } = &mut self.inode_mut(inode).data else {
-            unreachable!("regular file")
-        };
-        chunks.insert(index, handle);
         self.chunks.remove(&old);
-        let version = ChunkVersion(1);
-        self.chunks.insert(
-            handle,
-            ChunkInfo {
-                inode,
-                index,
-                version,
-            },
-        );
-        Ok(Output::Chunk { handle, version })
+        Ok(self.new_chunk_at(inode, index))
     }
 
     fn bump_version(&mut self, handle: ChunkHandle) -> Result<Output, FsError> {
