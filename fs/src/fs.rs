@@ -331,10 +331,14 @@ fn keep_alive_interval(session_timeout_ms: u64) -> Duration {
 /// the timeout, and they were dropped), take them again: a file unlinked meanwhile comes back
 /// from the trash as an open orphan.
 async fn keep_session(shared: std::sync::Weak<Shared>) {
-    // Until the first answer (sent with or without holds) gives the masters' timeout.
+    // Until the first answer (sent with or without holds) gives the masters' timeout, ask
+    // again after 100 ms, doubling up to 5 s while it fails (masters still electing, or too old
+    // to know the request).
     let mut interval = None;
+    let mut retry = Duration::from_millis(50);
     loop {
-        tokio::time::sleep(interval.unwrap_or(Duration::from_millis(100))).await;
+        retry = (retry * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(interval.unwrap_or(retry)).await;
         let Some(s) = shared.upgrade() else { return };
         let held = s.held_inodes();
         if held.is_empty() && interval.is_some() {
