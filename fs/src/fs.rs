@@ -266,8 +266,6 @@ impl QuarryFs {
         }
     }
 
-    /// Run `op` on the runtime and hand its result to `done` there; count it as operation
-    /// `name` (calls, errors, latency until the reply).
     /// Count operation `name`, answered on the FUSE thread since `started`, as [`Self::spawn`]
     /// counts those it runs.
     fn answered_here(&self, name: &'static str, started: std::time::Instant) {
@@ -277,6 +275,8 @@ impl QuarryFs {
         }
     }
 
+    /// Run `op` on the runtime and hand its result to `done` there; count it as operation
+    /// `name` (calls, errors, latency until the reply).
     fn spawn<T, F, Fut, D>(&self, name: &'static str, op: F, done: D)
     where
         F: FnOnce(Arc<Shared>) -> Fut,
@@ -813,32 +813,33 @@ impl Shared {
         taken
     }
 
-    /// The inodes this mount has a hold on at the masters, or is taking one on: those open here
-    /// (except while their hold is deferred) and those lingering after their last close.
+    /// Whether this mount has a hold on `inode` at the masters, or is taking one: it is open
+    /// here (and its hold not deferred), or lingering after its last close.
+    fn has_hold(&self, inode: InodeId) -> bool {
+        let lingering = self.lingering.lock().unwrap().contains_key(&inode);
+        let open = self.handles.lock().unwrap().inodes.contains_key(&inode);
+        lingering || (open && !self.deferred.lock().unwrap().contains_key(&inode))
+    }
+
+    /// Every inode of which [`Shared::has_hold`] holds.
     fn held_inodes(&self) -> Vec<InodeId> {
-        let mut held: Vec<InodeId> = {
-            let h = self.handles.lock().unwrap();
-            let deferred = self.deferred.lock().unwrap();
-            h.inodes
-                .keys()
-                .filter(|i| !deferred.contains_key(i))
-                .copied()
-                .collect()
-        };
-        held.extend(self.lingering.lock().unwrap().keys().copied());
-        held
+        let mut candidates: Vec<InodeId> = self
+            .handles
+            .lock()
+            .unwrap()
+            .inodes
+            .keys()
+            .copied()
+            .collect();
+        candidates.extend(self.lingering.lock().unwrap().keys().copied());
+        candidates.retain(|i| self.has_hold(*i));
+        candidates
     }
 
     /// Take the hold on each of `inodes` again, concurrently, each under its inode's hold lock
-    /// and only if this mount still has it (open and not deferred, or lingering).
+    /// and only if this mount still has it.
     async fn hold_again(self: &Arc<Self>, inodes: Vec<InodeId>) {
-        self.hold_each_if(inodes, true, |s, inode| {
-            let lingering = s.lingering.lock().unwrap().contains_key(&inode);
-            let open = s.handles.lock().unwrap().inodes.contains_key(&inode);
-            let deferred = s.deferred.lock().unwrap().contains_key(&inode);
-            lingering || (open && !deferred)
-        })
-        .await;
+        self.hold_each_if(inodes, true, Shared::has_hold).await;
     }
 
     /// Before an unlink or rename here: drop the holds of files closed here, so that a file

@@ -1772,12 +1772,12 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// The inodes `client` holds open, in order.
     /// Every client holding at least one inode.
     pub fn clients_with_holds(&self) -> BTreeSet<ClientId> {
         self.holds_by_client.iter().map(|(c, _)| *c).collect()
     }
 
+    /// The inodes `client` holds open, in order.
     pub fn held_by(&self, client: ClientId) -> Vec<InodeId> {
         self.holds_by_client
             .range((client, InodeId(0))..=(client, InodeId(u64::MAX)))
